@@ -1,0 +1,295 @@
+//! Map keys and values shared by the Tollgate kernel programs and the agent.
+//!
+//! Every type is `#[repr(C)]` with explicit padding so that the kernel and
+//! user space agree byte for byte. With the `user` feature the types
+//! implement `aya::Pod` so the agent can read and write them in BPF maps.
+#![no_std]
+
+/// Names of the maps, as pinned under the bpffs folder.
+pub mod map_names {
+    pub const CGROUPS: &str = "TG_CGROUPS";
+    pub const RULES_V4: &str = "TG_RULES_V4";
+    pub const RULES_V6: &str = "TG_RULES_V6";
+    pub const COUNTERS: &str = "TG_COUNTERS";
+    pub const WORKLOADS: &str = "TG_WORKLOADS";
+    pub const FLOWS: &str = "TG_FLOWS";
+    pub const REPLIES: &str = "TG_REPLIES";
+    pub const META: &str = "TG_META";
+    pub const ALL: [&str; 8] = [
+        CGROUPS, RULES_V4, RULES_V6, COUNTERS, WORKLOADS, FLOWS, REPLIES, META,
+    ];
+}
+
+/// Map sizes. The rule tries are allocated on demand (LPM tries never
+/// preallocate), so their bound is a ceiling, not a cost.
+pub mod map_sizes {
+    /// Pod and container cgroups on one node (kubelet's default max is 110 pods).
+    pub const CGROUPS: u32 = 65_536;
+    /// Rule prefixes (per policy and address) for a 5,000-node cluster:
+    /// e.g. 50 distinct policies on a node each naming 20,000 pod IPs.
+    pub const RULES: u32 = 1_048_576;
+    /// (workload, verdict, reason) tuples on one node.
+    pub const COUNTERS: u32 = 16_384;
+    /// Workloads (pods) known on one node.
+    pub const WORKLOADS: u32 = 16_384;
+    /// Most recent dropped/audited flows kept for `tollgate flows`.
+    pub const FLOWS: u32 = 16_384;
+    /// Inbound flows of enforced pods whose replies are allowed.
+    pub const REPLIES: u32 = 262_144;
+}
+
+pub const MODE_OFF: u8 = 0;
+pub const MODE_ENFORCE: u8 = 1;
+pub const MODE_AUDIT: u8 = 2;
+
+/// The workload is an egress gateway: never enforced.
+pub const FLAG_GATEWAY: u8 = 1;
+/// The pod's outbound TCP is redirected by iptables to a sidecar (Istio,
+/// OSM): `connect()` names the original destination, so the connect-time
+/// check would refuse connections the sidecar is about to carry. Such pods
+/// are enforced on the packet (after NAT) only.
+pub const FLAG_SIDECAR_REDIRECT: u8 = 2;
+
+pub const VERDICT_ALLOW: u8 = 0;
+pub const VERDICT_DROP: u8 = 1;
+pub const VERDICT_AUDIT: u8 = 2;
+
+pub const REASON_NONE: u8 = 0;
+pub const REASON_GATEWAY: u8 = 1;
+pub const REASON_DNS: u8 = 2;
+pub const REASON_NETWORK_POLICY: u8 = 3;
+pub const REASON_CLUSTER_INTERNAL: u8 = 4;
+pub const REASON_MESH_EGRESS_POLICY: u8 = 5;
+pub const REASON_NOT_ENFORCED: u8 = 6;
+pub const REASON_GATEWAY_POD: u8 = 7;
+pub const REASON_NO_RULE: u8 = 8;
+pub const REASON_REPLY: u8 = 9;
+pub const REASON_LOOPBACK: u8 = 10;
+pub const REASON_MESH_INTERNAL: u8 = 11;
+/// A packet the program could not parse (truncated header, unknown
+/// family): denied, never guessed.
+pub const REASON_MALFORMED: u8 = 12;
+
+/// The short reason codes of the contract, indexed by `REASON_*`.
+pub const REASON_CODES: [&str; 13] = [
+    "none",
+    "gateway",
+    "dns",
+    "network-policy",
+    "cluster-internal",
+    "mesh-egress-policy",
+    "not-enforced",
+    "gateway-pod",
+    "no-rule",
+    "reply",
+    "loopback",
+    "mesh-internal",
+    "malformed",
+];
+
+pub fn reason_code(reason: u8) -> &'static str {
+    REASON_CODES.get(reason as usize).copied().unwrap_or("unknown")
+}
+
+/// `proto` value in a [`PortRule`] that matches every protocol (and ICMP,
+/// which has no ports).
+pub const PROTO_ANY: u8 = 0;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;
+
+/// Policy id of the node-wide rules (gateways, cluster DNS) that apply to
+/// every enforced workload. Workload policies use ids >= 1.
+pub const POLICY_GLOBAL: u32 = 0;
+
+/// Deepest cgroup level the kernel program walks up when a socket's own
+/// cgroup is not registered (a container the agent has not seen yet, or a
+/// sub-cgroup made inside a container).
+pub const MAX_CGROUP_LEVEL: i32 = 12;
+
+/// Entry of `TG_CGROUPS`, keyed by cgroup id (`u64`): the pod that owns the
+/// cgroup, its mode and the policy that applies to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CgroupEntry {
+    pub workload: u32,
+    pub policy: u32,
+    pub mode: u8,
+    pub flags: u8,
+    pub _pad: [u8; 6],
+}
+
+/// One allowed protocol + destination port range.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
+pub struct PortRule {
+    /// `PROTO_ANY` or an IP protocol number.
+    pub proto: u8,
+    /// `REASON_*` reported when this rule allows a packet.
+    pub reason: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+}
+
+impl PortRule {
+    pub const fn any(reason: u8) -> Self {
+        Self { proto: PROTO_ANY, reason, port_lo: 0, port_hi: u16::MAX }
+    }
+
+    /// Does the rule allow `proto`/`port`? `port` is 0 for protocols
+    /// without ports and for non-first fragments, which only rules that
+    /// cover every port allow.
+    #[inline(always)]
+    pub fn matches(&self, proto: u8, port: u16) -> bool {
+        (self.proto == PROTO_ANY || self.proto == proto)
+            && self.port_lo <= port
+            && port <= self.port_hi
+    }
+}
+
+pub const MAX_PORT_RULES: usize = 16;
+
+/// Value of the rule tries: the port rules of the longest matching prefix.
+/// The compiler merges into every prefix the rules of the prefixes that
+/// contain it, so the longest match alone decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RuleSet {
+    pub count: u8,
+    pub _pad: u8,
+    pub rules: [PortRule; MAX_PORT_RULES],
+}
+
+/// Data of an IPv4 rule-trie key: policy id (big endian) then address.
+/// The prefix length counts the 32 policy bits.
+pub type RuleKeyV4 = [u8; 8];
+/// Data of an IPv6 rule-trie key: policy id (big endian) then address.
+pub type RuleKeyV6 = [u8; 20];
+pub const POLICY_ID_BITS: u32 = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    pub workload: u32,
+    pub verdict: u8,
+    pub reason: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CounterValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub const NAMESPACE_MAX: usize = 64;
+pub const POD_NAME_MAX: usize = 256;
+pub const UID_MAX: usize = 48;
+
+/// Value of `TG_WORKLOADS`, keyed by workload id (`u32`): who the id is,
+/// so that `counters`, `flows` and `verify` can name pods while the agent
+/// is down, and a restarted agent keeps the ids (and so the counters).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadInfo {
+    /// Cgroup id of the pod's own cgroup (0 if not found on this node).
+    pub pod_cgroup: u64,
+    pub mode: u8,
+    pub flags: u8,
+    pub namespace_len: u8,
+    pub uid_len: u8,
+    pub name_len: u16,
+    pub _pad: [u8; 2],
+    pub namespace: [u8; NAMESPACE_MAX],
+    pub name: [u8; POD_NAME_MAX],
+    pub uid: [u8; UID_MAX],
+}
+
+impl Default for WorkloadInfo {
+    fn default() -> Self {
+        Self {
+            pod_cgroup: 0,
+            mode: 0,
+            flags: 0,
+            namespace_len: 0,
+            uid_len: 0,
+            name_len: 0,
+            _pad: [0; 2],
+            namespace: [0; NAMESPACE_MAX],
+            name: [0; POD_NAME_MAX],
+            uid: [0; UID_MAX],
+        }
+    }
+}
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Key of `TG_FLOWS` (an LRU of recent dropped and audited flows).
+/// IPv4 addresses sit in the first 4 bytes of `src`/`dst`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct FlowKey {
+    pub workload: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub verdict: u8,
+    pub reason: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Key of `TG_REPLIES`: an inbound flow to an enforced workload, stored
+/// from the workload's point of view, so that its replies pass.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct ReplyKey {
+    pub workload: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub local_port: u16,
+    pub remote: [u8; 16],
+    pub remote_port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// Index of `TG_META` (an array of `u64`).
+pub const META_OBJECT_HASH: u32 = 0;
+pub const META_ENTRIES: u32 = 4;
+
+/// `__sk_buff.cb` layout of the verify program (never attached; run with
+/// BPF_PROG_TEST_RUN): cb[0..2] carry the cgroup id in, cb[2] carries
+/// verdict | reason << 8 | mode << 16 | 1 << 24 out.
+pub const VERIFY_CB_CGROUP_LO: usize = 0;
+pub const VERIFY_CB_CGROUP_HI: usize = 1;
+pub const VERIFY_CB_RESULT: usize = 2;
+pub const VERIFY_RESULT_VALID: u32 = 1 << 24;
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    use super::*;
+    unsafe impl aya::Pod for CgroupEntry {}
+    unsafe impl aya::Pod for PortRule {}
+    unsafe impl aya::Pod for RuleSet {}
+    unsafe impl aya::Pod for CounterKey {}
+    unsafe impl aya::Pod for CounterValue {}
+    unsafe impl aya::Pod for WorkloadInfo {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for ReplyKey {}
+}

@@ -1,0 +1,14 @@
+//! Tollgate: eBPF egress enforcement for Kubernetes pods.
+//!
+//! The policy compiler ([`compiler`]) is pure: cluster objects
+//! ([`model::Snapshot`]) in, desired datapath state ([`desired`]) out. Sources,
+//! cgroup discovery, the BPF datapath and the command-line tools are thin
+//! shells around it.
+pub mod cgroups;
+pub mod cli;
+pub mod compiler;
+pub mod datapath;
+pub mod desired;
+pub mod model;
+pub mod runtime;
+pub mod source;

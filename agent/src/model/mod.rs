@@ -1,0 +1,6 @@
+//! The cluster objects Tollgate reads, as one in-memory snapshot that every
+//! source (files, Kubernetes API) fills the same way.
+pub mod istio;
+pub mod snapshot;
+
+pub use snapshot::{Snapshot, SourcedObject};

@@ -1,0 +1,3 @@
+//! (in progress) The snapshot of cluster objects.
+pub struct Snapshot;
+pub struct SourcedObject;
