@@ -1,1 +1,31 @@
-fn main(){}
+//! Tollgate kernel programs.
+//!
+//! - `tg_egress` (cgroup_skb/egress): the enforcement point. Every IPv4/IPv6
+//!   packet sent by a socket of a registered pod is checked against the
+//!   pod's allow-list and dropped (enforce) or counted (audit).
+//! - `tg_ingress` (cgroup_skb/ingress): remembers inbound flows of enforced
+//!   pods so that their replies pass.
+//! - `tg_connect4/6`, `tg_sendmsg4/6` (cgroup/sock_addr): the same verdict at
+//!   `connect()`/`sendmsg()`, so applications get EPERM at once.
+//! - `tg_verify` (cgroup_skb, never attached): the same decision run by
+//!   `tollgate verify` through BPF_PROG_TEST_RUN.
+#![no_std]
+#![no_main]
+
+mod cgroup;
+mod decide;
+mod maps;
+mod packet;
+mod record;
+mod skb_programs;
+mod sock_addr_programs;
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 4] = *b"GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

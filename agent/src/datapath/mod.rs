@@ -1,1 +1,14 @@
-//! (in progress)
+//! The BPF datapath: loading (or adopting) the pinned programs and maps,
+//! and writing the desired state into the maps.
+pub mod bpffs;
+pub mod error;
+pub mod ids;
+pub mod load;
+pub mod object;
+pub mod packet;
+pub mod pinned;
+pub mod reconcile;
+pub mod rule_keys;
+pub mod test_run;
+
+pub use error::DatapathError;

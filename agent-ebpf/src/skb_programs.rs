@@ -1,0 +1,116 @@
+//! The cgroup_skb programs: egress enforcement, ingress reply tracking and
+//! the verify entry point.
+use agent_common::{
+    CgroupEntry, MODE_OFF, PROTO_TCP, REASON_MALFORMED, VERDICT_DROP, VERIFY_CB_CGROUP_HI,
+    VERIFY_CB_CGROUP_LO, VERIFY_CB_RESULT, VERIFY_RESULT_VALID,
+};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+
+use crate::{
+    cgroup,
+    decide::{decide, reply_key, Decision},
+    maps::{TG_CGROUPS, TG_REPLIES},
+    packet::{self, Flow},
+    record,
+};
+
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+/// Interface index of `lo` in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+#[inline(always)]
+fn workload_of(ctx: &SkBuffContext) -> Option<CgroupEntry> {
+    let skb = ctx.skb.skb;
+    let own = unsafe { bpf_skb_cgroup_id(skb) };
+    cgroup::resolve(own, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) })
+}
+
+#[cgroup_skb(egress)]
+pub fn tg_egress(ctx: SkBuffContext) -> i32 {
+    let Some(entry) = workload_of(&ctx) else {
+        return PASS;
+    };
+    if entry.mode == MODE_OFF {
+        return PASS;
+    }
+    // A packet on the loopback device never leaves the pod.
+    if unsafe { (*ctx.skb.skb).ifindex } == LOOPBACK_IFINDEX {
+        return PASS;
+    }
+    let bytes = ctx.len() as u64;
+    let (d, flow) = match packet::parse(&ctx) {
+        Some(flow) => (decide(&entry, &flow, true), flow),
+        None => (Decision { allow: false, reason: REASON_MALFORMED }, Flow::empty()),
+    };
+    if record::record(&entry, &d, &flow, bytes) == VERDICT_DROP {
+        DROP
+    } else {
+        PASS
+    }
+}
+
+#[cgroup_skb(ingress)]
+pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
+    let Some(entry) = workload_of(&ctx) else {
+        return PASS;
+    };
+    if entry.mode == MODE_OFF {
+        return PASS;
+    }
+    let Some(inbound) = packet::parse(&ctx) else {
+        return PASS;
+    };
+    if !inbound.ports_known {
+        return PASS;
+    }
+    // Seen from the workload: the reply goes from our port to their port.
+    let mut reply = inbound;
+    reply.sport = inbound.dport;
+    reply.dport = inbound.sport;
+    reply.dst = inbound.src;
+    let key = reply_key(entry.workload, &reply);
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if let Some(seen) = TG_REPLIES.get_ptr_mut(&key) {
+        unsafe { *seen = now };
+        return PASS;
+    }
+    if inbound.proto == PROTO_TCP {
+        // Only a SYN (without ACK) opens an inbound TCP flow.
+        let flags: u8 = match ctx.load(inbound.l4_offset as usize + 13) {
+            Ok(f) => f,
+            Err(_) => return PASS,
+        };
+        if flags & 0x12 != 0x02 {
+            return PASS;
+        }
+    }
+    let _ = TG_REPLIES.insert(&key, &now, 0);
+    PASS
+}
+
+/// Never attached. `tollgate verify` runs it with BPF_PROG_TEST_RUN on a
+/// made-up packet, passing the workload's cgroup id in `cb[0..2]`; the
+/// verdict comes back in `cb[2]`. It runs the same `decide` as `tg_egress`
+/// but counts nothing.
+#[cgroup_skb]
+pub fn tg_verify(mut ctx: SkBuffContext) -> i32 {
+    let cb = ctx.skb.cb();
+    let id = (cb[VERIFY_CB_CGROUP_LO] as u64) | ((cb[VERIFY_CB_CGROUP_HI] as u64) << 32);
+    let Some(entry) = (unsafe { TG_CGROUPS.get(&id) }).copied() else {
+        ctx.skb.cb_mut()[VERIFY_CB_RESULT] = 0;
+        return PASS;
+    };
+    let d = match packet::parse(&ctx) {
+        Some(flow) => decide(&entry, &flow, false),
+        None => Decision { allow: false, reason: REASON_MALFORMED },
+    };
+    let v = record::verdict(&entry, &d) as u32;
+    ctx.skb.cb_mut()[VERIFY_CB_RESULT] =
+        v | (d.reason as u32) << 8 | (entry.mode as u32) << 16 | VERIFY_RESULT_VALID;
+    PASS
+}

@@ -1,0 +1,126 @@
+//! Loading the kernel object for the agent: adopt what a previous agent
+//! left pinned, or attach (and pin) the programs at the cgroup root.
+use std::{fs::File, os::unix::fs::MetadataExt, path::Path};
+
+use agent_common::META_OBJECT_HASH;
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+    },
+    Ebpf, EbpfLoader,
+};
+use tracing::info;
+
+use super::{
+    bpffs::PinDir,
+    object::{self, ATTACHED_PROGRAMS},
+    pinned::{map_err, Maps},
+    DatapathError,
+};
+
+/// `TG_META` index of the cgroup id the programs are attached to.
+pub const META_CGROUP_ROOT: u32 = 1;
+
+/// Loads the object with its maps pinned in `pins` (reusing maps that are
+/// already pinned there, so counters and state survive restarts).
+pub fn load_object(pins: &PinDir) -> Result<Ebpf, DatapathError> {
+    let bytes = object::bytes()?;
+    Ok(EbpfLoader::new().default_map_pin_directory(&pins.root).load(bytes)?)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// The programs a previous agent attached are this build's: kept.
+    Adopted,
+    /// Programs attached (first start, an upgrade, or a new cgroup root).
+    Attached,
+}
+
+pub struct AgentDatapath {
+    pub ebpf: Ebpf,
+    pub maps: Maps,
+    pub pins: PinDir,
+    pub outcome: AttachOutcome,
+}
+
+fn cgroup_id(path: &Path) -> Result<u64, DatapathError> {
+    std::fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|e| DatapathError::io(format!("reading cgroup root {}", path.display()), e))
+}
+
+/// Loads, then adopts or attaches. A replaced program is detached only
+/// after its successor is attached, so enforcement never stops.
+pub fn start_agent_datapath(pins: PinDir, cgroup_root: &Path) -> Result<AgentDatapath, DatapathError> {
+    pins.create()?;
+    let mut ebpf = load_object(&pins)?;
+    let mut maps = Maps::take(&mut ebpf)?;
+    let hash = object::hash();
+    let root_id = cgroup_id(cgroup_root)?;
+    let stored_hash = maps.meta.get(&META_OBJECT_HASH, 0).map_err(map_err("TG_META"))?;
+    let stored_root = maps.meta.get(&META_CGROUP_ROOT, 0).map_err(map_err("TG_META"))?;
+    let all_pinned = ATTACHED_PROGRAMS.iter().all(|p| pins.link(p).exists());
+    if all_pinned && stored_hash == hash && stored_root == root_id {
+        info!(bpffs = %pins.root.display(), "adopted the pinned programs of a previous agent");
+        return Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Adopted });
+    }
+    let cgroup = File::open(cgroup_root)
+        .map_err(|e| DatapathError::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
+    for name in ATTACHED_PROGRAMS {
+        let link = attach_one(&mut ebpf, name, &cgroup)?;
+        let final_path = pins.link(name);
+        let new_path = final_path.with_extension("new");
+        let _ = std::fs::remove_file(&new_path);
+        let pinned = link
+            .pin(&new_path)
+            .map_err(|source| DatapathError::Pin { path: new_path.clone(), source })?;
+        if final_path.exists() {
+            // Detach the previous program only now that its successor runs.
+            match PinnedLink::from_pin(&final_path) {
+                Ok(old) => {
+                    let _ = old.unpin();
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(&final_path);
+                }
+            }
+        }
+        std::fs::rename(&new_path, &final_path)
+            .map_err(|e| DatapathError::io(format!("renaming pin {}", new_path.display()), e))?;
+        drop(pinned);
+    }
+    maps.meta.set(META_OBJECT_HASH, hash, 0).map_err(map_err("TG_META"))?;
+    maps.meta.set(META_CGROUP_ROOT, root_id, 0).map_err(map_err("TG_META"))?;
+    info!(bpffs = %pins.root.display(), cgroup_root = %cgroup_root.display(), "attached the programs");
+    Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Attached })
+}
+
+fn prog_err(name: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathError + '_ {
+    move |source| DatapathError::Program { name: name.to_string(), source }
+}
+
+fn attach_one(ebpf: &mut Ebpf, name: &str, cgroup: &File) -> Result<FdLink, DatapathError> {
+    let missing = || DatapathError::Program {
+        name: name.to_string(),
+        source: aya::programs::ProgramError::UnexpectedProgramType,
+    };
+    let program = ebpf.program_mut(name).ok_or_else(missing)?;
+    let mode = CgroupAttachMode::AllowMultiple;
+    if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
+        p.load().map_err(prog_err(name))?;
+        let kind = if name == "tg_ingress" {
+            CgroupSkbAttachType::Ingress
+        } else {
+            CgroupSkbAttachType::Egress
+        };
+        let id = p.attach(cgroup, kind, mode).map_err(prog_err(name))?;
+        let link = p.take_link(id).map_err(prog_err(name))?;
+        return FdLink::try_from(link).map_err(|source| DatapathError::Link { path: name.into(), source });
+    }
+    let p = <&mut CgroupSockAddr>::try_from(program).map_err(prog_err(name))?;
+    p.load().map_err(prog_err(name))?;
+    let id = p.attach(cgroup, mode).map_err(prog_err(name))?;
+    let link = p.take_link(id).map_err(prog_err(name))?;
+    FdLink::try_from(link).map_err(|source| DatapathError::Link { path: name.into(), source })
+}
