@@ -231,7 +231,7 @@ pub const FAMILY_V6: u8 = 6;
 /// Key of `TG_FLOWS` (an LRU of recent dropped and audited flows).
 /// IPv4 addresses sit in the first 4 bytes of `src`/`dst`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub workload: u32,
     pub family: u8,

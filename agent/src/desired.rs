@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 /// Enforcement mode of a namespace (label `tollgate.dev/egress`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]

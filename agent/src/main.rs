@@ -1,1 +1,194 @@
-fn main() {}
+//! The `tollgate` binary.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use tollgate::{
+    cgroups,
+    cli::{self, verify, CliError, OutputFormat},
+    runtime::{self, AgentConfig},
+};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Egress only through the gateway, enforced in the kernel")]
+struct Cli {
+    /// bpffs folder holding the agent's pinned programs and maps.
+    #[arg(long, global = true, default_value = "/sys/fs/bpf/tollgate")]
+    bpffs: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Folder of the agent's status file (default: /run/tollgate/<bpffs path>).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum SourceKind {
+    Kubernetes,
+    Files,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: keep the kernel programs and maps in line with the cluster.
+    Agent {
+        #[arg(long, value_enum, default_value_t = SourceKind::Kubernetes)]
+        source: SourceKind,
+        /// Folder of Kubernetes YAML (with --source files).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Only pods of this node (default: $NODE_NAME; every pod if unset).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
+        /// cgroup v2 root (default: the cgroup2 mount).
+        #[arg(long)]
+        cgroup_root: Option<PathBuf>,
+        /// Pod and Service CIDRs ("inside the cluster"); repeat for each.
+        #[arg(long = "cluster-cidr")]
+        cluster_cidrs: Vec<IpNet>,
+        /// Address for /metrics, /healthz, /readyz.
+        #[arg(long)]
+        metrics_addr: Option<String>,
+        /// How often the source and the cgroup tree are checked, in ms.
+        #[arg(long, default_value_t = 250, hide = true)]
+        poll_ms: u64,
+    },
+    /// Ask the kernel program what it does with a packet from a pod.
+    Verify {
+        #[arg(long, required_unless_present = "batch")]
+        from_pod: Option<String>,
+        #[arg(long)]
+        to_pod: Option<String>,
+        #[arg(long)]
+        to_ip: Option<String>,
+        #[arg(long)]
+        to_host: Option<String>,
+        #[arg(long, required_unless_present = "batch", default_value_t = 0)]
+        to_port: u16,
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// Answer from a private load filled from this folder instead of the running agent.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        #[arg(long = "cluster-cidr")]
+        cluster_cidrs: Vec<IpNet>,
+        /// One JSON query a line (FILE or - for stdin); one JSON answer a line.
+        #[arg(long, conflicts_with_all = ["from_pod", "to_pod", "to_ip", "to_host"])]
+        batch: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Packet counters per workload and for the node.
+    Counters {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Recent dropped and audited flows.
+    Flows {
+        #[arg(long)]
+        follow: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// What the agent applied, its warnings, and whether it runs.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Per-packet cost of the egress program (BPF_PROG_TEST_RUN).
+    #[command(hide = true)]
+    BenchDatapath {
+        #[arg(long, default_value_t = 100_000)]
+        prefixes: u32,
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let state_dir = cli.state_dir.clone().unwrap_or_else(|| runtime::default_state_dir(&cli.bpffs));
+    match cli.command {
+        Command::Agent { source, manifests, node_name, cgroup_root, cluster_cidrs, metrics_addr, poll_ms } => {
+            if source == SourceKind::Kubernetes {
+                return Err(CliError::Environment(
+                    "--source kubernetes is not available in this build yet; use --source files --manifests DIR".into(),
+                ));
+            }
+            let manifests = manifests
+                .ok_or_else(|| CliError::Input("agent: flag --manifests: required with --source files".into()))?;
+            if metrics_addr.is_some() {
+                tracing::warn!("--metrics-addr is accepted but the metrics endpoint is not served yet");
+            }
+            let cfg = AgentConfig {
+                manifests,
+                node_name,
+                cgroup_root: cgroup_root.unwrap_or_else(cgroups::default_cgroup_root),
+                bpffs: cli.bpffs,
+                cluster_cidrs,
+                state_dir,
+                poll: Duration::from_millis(poll_ms.max(50)),
+            };
+            runtime::run(cfg).map_err(|e| match e {
+                runtime::RuntimeError::Datapath(d) => CliError::from(d),
+                runtime::RuntimeError::Source { .. } => CliError::Input(e.to_string()),
+                other => CliError::Environment(other.to_string()),
+            })
+        }
+        Command::Verify { from_pod, to_pod, to_ip, to_host, to_port, protocol, manifests, cluster_cidrs, batch, output } => {
+            let source = match manifests {
+                Some(dir) => verify::Source::Manifests { dir, cluster_cidrs },
+                None => verify::Source::Pinned { bpffs: cli.bpffs.clone(), state_dir },
+            };
+            let v = verify::Verifier::open(source, &cli.bpffs)?;
+            match batch {
+                Some(input) => verify::run_batch(v, &input),
+                None => {
+                    let q = verify::Query {
+                        from_pod: from_pod.unwrap_or_default(),
+                        to_pod,
+                        to_ip,
+                        to_host,
+                        to_port,
+                        protocol,
+                    };
+                    verify::run_one(v, q, output)
+                }
+            }
+        }
+        Command::Counters { output } => cli::counters::run(&cli.bpffs, output),
+        Command::Flows { follow, output } => cli::flows::run(&cli.bpffs, follow, output),
+        Command::Status { output } => cli::status::run(&cli.bpffs, &state_dir, output),
+        Command::BenchDatapath { prefixes, repeat } => cli::bench::run(&cli.bpffs, prefixes, repeat),
+    }
+}

@@ -1,1 +1,192 @@
-//! (in progress)
+//! `tollgate agent`: the loop that keeps the datapath equal to what the
+//! source and the cgroup tree say.
+pub mod state;
+pub mod time;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use tracing::{info, warn};
+
+use crate::{
+    cgroups::{self, CgroupIndex},
+    compiler::{self, CompilerConfig},
+    datapath::{self, bpffs::PinDir, load::AttachOutcome, DatapathError},
+    desired::{DesiredState, Severity},
+    model::Snapshot,
+    source::files,
+};
+use state::{StatusFile, WorkloadStatus};
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub manifests: PathBuf,
+    pub node_name: Option<String>,
+    pub cgroup_root: PathBuf,
+    pub bpffs: PathBuf,
+    pub cluster_cidrs: Vec<IpNet>,
+    pub state_dir: PathBuf,
+    pub poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("manifests folder {path}: {message}")]
+    Source { path: PathBuf, message: String },
+    #[error("cgroup root {path}: {message}")]
+    Cgroups { path: PathBuf, message: String },
+    #[error("writing status {path}: {source}")]
+    Status { path: PathBuf, #[source] source: std::io::Error },
+}
+
+/// What the last successful read of the manifests produced.
+struct Compiled {
+    snapshot: Snapshot,
+    desired: DesiredState,
+}
+
+fn compile_dir(cfg: &AgentConfig) -> Result<Compiled, RuntimeError> {
+    let (snapshot, mut diags) = files::load_dir(&cfg.manifests)
+        .map_err(|e| RuntimeError::Source { path: cfg.manifests.clone(), message: e.to_string() })?;
+    let config = CompilerConfig { node_name: cfg.node_name.clone(), cluster_cidrs: cfg.cluster_cidrs.clone() };
+    let mut desired = compiler::compile(&snapshot, &config);
+    diags.append(&mut desired.diagnostics);
+    diags.sort();
+    diags.dedup();
+    desired.diagnostics = diags;
+    for d in &desired.diagnostics {
+        match d.severity {
+            Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
+            Severity::Error => tracing::error!(object = %d.object, field = %d.field, "{}", d.message),
+        }
+    }
+    Ok(Compiled { snapshot, desired })
+}
+
+/// Runs until killed. The pins outlive the process: enforcement continues
+/// while no agent runs, and the next agent adopts them.
+pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
+    if !cfg.cgroup_root.is_dir() {
+        return Err(RuntimeError::Cgroups { path: cfg.cgroup_root.clone(), message: "not a directory".into() });
+    }
+    // Read the input before touching the datapath: a first start on an
+    // unreadable folder must not attach programs with empty maps.
+    let mut compiled = compile_dir(&cfg)?;
+    let mut fingerprint = files::fingerprint(&cfg.manifests).ok();
+    let mut dp = datapath::load::start_agent_datapath(PinDir::new(&cfg.bpffs), &cfg.cgroup_root)?;
+    let status_path = cfg.state_dir.join("status.json");
+    let mut status = StatusFile::new(&cfg, dp.outcome == AttachOutcome::Adopted);
+    let mut index: Option<CgroupIndex> = None;
+    let mut dirty = true;
+    let mut pending: Option<u64> = None;
+    loop {
+        let tick = Instant::now();
+        // Manifests: apply a change once it has been stable for one poll
+        // interval, so half-written files are not applied.
+        match files::fingerprint(&cfg.manifests) {
+            Ok(fp) if Some(fp) != fingerprint => {
+                if pending == Some(fp) {
+                    match compile_dir(&cfg) {
+                        Ok(c) => {
+                            compiled = c;
+                            fingerprint = Some(fp);
+                            dirty = true;
+                            info!("manifests changed; recompiled");
+                        }
+                        Err(e) => warn!(error = %e, "keeping the last good state"),
+                    }
+                    pending = None;
+                } else {
+                    pending = Some(fp);
+                }
+            }
+            Ok(_) => pending = None,
+            Err(e) => warn!(error = %e, "cannot read manifests; keeping the last good state"),
+        }
+        match cgroups::discover(&cfg.cgroup_root) {
+            Ok(found) => {
+                if index.as_ref() != Some(&found) {
+                    index = Some(found);
+                    dirty = true;
+                }
+            }
+            Err(e) => warn!(error = %e, "cgroup discovery failed; keeping the last state"),
+        }
+        if dirty {
+            let empty = CgroupIndex::default();
+            let idx = index.as_ref().unwrap_or(&empty);
+            match datapath::reconcile::apply(&mut dp.maps, &compiled.desired, idx) {
+                Ok((report, registered)) => {
+                    dirty = false;
+                    let workloads = compiled
+                        .desired
+                        .workloads
+                        .iter()
+                        .map(|(uid, w)| WorkloadStatus {
+                            namespace: w.namespace.clone(),
+                            pod: w.name.clone(),
+                            uid: uid.clone(),
+                            mode: w.mode,
+                            gateway: w.flags & agent_common::FLAG_GATEWAY != 0,
+                            sidecar_redirect: w.flags & agent_common::FLAG_SIDECAR_REDIRECT != 0,
+                            policy: w.policy,
+                            workload_id: registered.get(uid).map(|r| r.id).unwrap_or(0),
+                            cgroups: registered.get(uid).map(|r| r.cgroups).unwrap_or(0),
+                        })
+                        .collect();
+                    let rule_entries = compiled.desired.policies.values().map(Vec::len).sum();
+                    status.update(workloads, &compiled.desired.diagnostics, report, pod_ips(&compiled.snapshot), rule_entries);
+                    status
+                        .write(&status_path)
+                        .map_err(|source| RuntimeError::Status { path: status_path.clone(), source })?;
+                    info!(generation = status.generation, "datapath in sync");
+                }
+                Err(e) => warn!(error = %e, "applying to the datapath failed; retrying"),
+            }
+        }
+        let spent = tick.elapsed();
+        if spent < cfg.poll {
+            std::thread::sleep(cfg.poll - spent);
+        }
+    }
+}
+
+/// `namespace/name` → pod IPs, for `verify --to-pod` against a running agent.
+pub fn pod_ips(snapshot: &Snapshot) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for pod in &snapshot.pods {
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let Some(name) = pod.metadata.name.clone() else { continue };
+        let mut ips: Vec<String> = Vec::new();
+        if let Some(st) = &pod.status {
+            if let Some(ip) = &st.pod_ip {
+                ips.push(ip.clone());
+            }
+            for p in st.pod_ips.iter().flatten() {
+                if !ips.contains(&p.ip) {
+                    ips.push(p.ip.clone());
+                }
+            }
+        }
+        out.insert(format!("{ns}/{name}"), ips);
+    }
+    out
+}
+
+/// The default state folder of the agent that pins under `bpffs`, so that
+/// several agents (one per test run) can share a machine.
+pub fn default_state_dir(bpffs: &std::path::Path) -> PathBuf {
+    let flat: String = bpffs
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect();
+    PathBuf::from("/run/tollgate").join(flat)
+}

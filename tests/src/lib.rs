@@ -1,1 +1,15 @@
+//! End-to-end harness for Tollgate: network namespaces standing in for a node,
+//! its pods and an external host; kubelet-style cgroups; small servers and
+//! probes; and helpers to drive the agent.
 
+pub mod agent;
+pub mod cgroups;
+pub mod dns;
+pub mod manifests;
+pub mod pods;
+pub mod probe;
+pub mod procs;
+pub mod serve;
+pub mod story;
+pub mod topology;
+pub mod util;

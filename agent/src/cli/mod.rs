@@ -1,1 +1,12 @@
-//! (in progress)
+//! The on-call commands: `counters`, `flows`, `status`, `verify`, and the
+//! hidden `bench-datapath`.
+pub mod bench;
+pub mod counters;
+pub mod error;
+pub mod flows;
+pub mod output;
+pub mod status;
+pub mod verify;
+
+pub use error::CliError;
+pub use output::OutputFormat;

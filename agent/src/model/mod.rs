@@ -3,4 +3,4 @@
 pub mod istio;
 pub mod snapshot;
 
-pub use snapshot::{Snapshot, SourcedObject};
+pub use snapshot::{Object, ObjectKind, ObjectRef, Snapshot};

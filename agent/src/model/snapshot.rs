@@ -1,3 +1,573 @@
-//! (in progress) The snapshot of cluster objects.
-pub struct Snapshot;
-pub struct SourcedObject;
+//! The snapshot of cluster objects: what the compiler reads. Sources decode
+//! documents with [`Snapshot::add_document`] (or build typed objects and
+//! call [`Snapshot::insert`]); both are independent of where the objects
+//! come from.
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use tracing::debug;
+
+use super::istio::{self, GATEWAY_API_VERSIONS};
+use crate::desired::{Diagnostic, Severity};
+
+/// The kinds of objects Tollgate reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    Namespace,
+    Pod,
+    Service,
+    EndpointSlice,
+    Gateway,
+    NetworkPolicy,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Namespace => "Namespace",
+            ObjectKind::Pod => "Pod",
+            ObjectKind::Service => "Service",
+            ObjectKind::EndpointSlice => "EndpointSlice",
+            ObjectKind::Gateway => "Gateway",
+            ObjectKind::NetworkPolicy => "NetworkPolicy",
+        }
+    }
+
+    pub fn is_namespaced(self) -> bool {
+        self != ObjectKind::Namespace
+    }
+}
+
+/// Identity of an object: kind, namespace (for namespaced kinds) and name.
+/// Displays as `Pod test-egress/sleep` or `Namespace shop`, the form
+/// diagnostics use.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: ObjectKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: ObjectKind, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The reference of an object from its kind and metadata (names may be
+    /// missing: they display as `(unnamed)`).
+    pub fn from_meta(kind: ObjectKind, meta: &ObjectMeta) -> Self {
+        Self {
+            kind,
+            namespace: if kind.is_namespaced() {
+                meta.namespace.clone()
+            } else {
+                None
+            },
+            name: meta.name.clone().unwrap_or_else(|| "(unnamed)".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind.as_str(), ns, self.name),
+            None => write!(f, "{} {}", self.kind.as_str(), self.name),
+        }
+    }
+}
+
+/// One typed object of a kind Tollgate reads (boxed: the types are large
+/// and of very different sizes). `From` builds one from the plain type.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Namespace(Box<Namespace>),
+    Pod(Box<Pod>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Gateway(Box<istio::Gateway>),
+    NetworkPolicy(Box<NetworkPolicy>),
+}
+
+macro_rules! object_from {
+    ($($variant:ident: $ty:ty),*) => {$(
+        impl From<$ty> for Object {
+            fn from(object: $ty) -> Self {
+                Object::$variant(Box::new(object))
+            }
+        }
+    )*};
+}
+
+object_from!(
+    Namespace: Namespace,
+    Pod: Pod,
+    Service: Service,
+    EndpointSlice: EndpointSlice,
+    Gateway: istio::Gateway,
+    NetworkPolicy: NetworkPolicy
+);
+
+impl Object {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Namespace(_) => ObjectKind::Namespace,
+            Object::Pod(_) => ObjectKind::Pod,
+            Object::Service(_) => ObjectKind::Service,
+            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
+            Object::Gateway(_) => ObjectKind::Gateway,
+            Object::NetworkPolicy(_) => ObjectKind::NetworkPolicy,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::Pod(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Gateway(o) => &mut o.metadata,
+            Object::NetworkPolicy(o) => &mut o.metadata,
+        }
+    }
+}
+
+/// All the cluster objects the compiler reads. Namespaced objects always
+/// carry `metadata.namespace` (defaulted to `default`, as kubectl does) and
+/// every object a name; later objects replace earlier ones of the same
+/// kind, namespace and name.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<Pod>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub gateways: Vec<istio::Gateway>,
+    pub network_policies: Vec<NetworkPolicy>,
+    /// Where each object came from (a file path for the files source).
+    pub sources: BTreeMap<ObjectRef, String>,
+    /// Position of each object in its kind's vector.
+    index: HashMap<ObjectRef, usize>,
+}
+
+impl Snapshot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where `object` came from, if known.
+    pub fn source_of(&self, object: &ObjectRef) -> Option<&str> {
+        self.sources.get(object).map(String::as_str)
+    }
+
+    /// Number of objects of every kind.
+    pub fn len(&self) -> usize {
+        self.namespaces.len()
+            + self.pods.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.gateways.len()
+            + self.network_policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decode one YAML (or JSON) document and add the object(s) it holds.
+    /// Dispatches on `apiVersion`/`kind`; `List` items are added one by one;
+    /// kinds Tollgate does not read are ignored. Problems are reported in
+    /// `diags`, naming the object and the field path.
+    pub fn add_document(
+        &mut self,
+        source: &str,
+        doc: serde_yaml::Value,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        self.add_value(source, "", doc, diags);
+    }
+
+    fn add_value(
+        &mut self,
+        source: &str,
+        prefix: &str,
+        doc: serde_yaml::Value,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        if doc.is_null() {
+            return;
+        }
+        if !doc.is_mapping() {
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                object: "document".to_owned(),
+                field: if prefix.is_empty() {
+                    "(document)".to_owned()
+                } else {
+                    trim_path(prefix)
+                },
+                message: "expected a Kubernetes object (a mapping); ignored".to_owned(),
+                source: Some(source.to_owned()),
+            });
+            return;
+        }
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
+        let kind = doc
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
+        let decoded = match (api_version.as_str(), kind.as_str()) {
+            (_, "List") | (_, "") if doc.get("items").is_some() => {
+                self.add_list(source, prefix, doc, diags);
+                return;
+            }
+            (_, "") => {
+                diags.push(Diagnostic {
+                    severity: Severity::Warning,
+                    object: "document".to_owned(),
+                    field: format!("{prefix}kind"),
+                    message: "document has no kind; ignored".to_owned(),
+                    source: Some(source.to_owned()),
+                });
+                return;
+            }
+            ("v1", "Namespace") => {
+                decode::<Namespace>(source, prefix, ObjectKind::Namespace, doc, diags)
+                    .map(Object::from)
+            }
+            ("v1", "Pod") => {
+                decode::<Pod>(source, prefix, ObjectKind::Pod, doc, diags).map(Object::from)
+            }
+            ("v1", "Service") => {
+                decode::<Service>(source, prefix, ObjectKind::Service, doc, diags).map(Object::from)
+            }
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                decode::<EndpointSlice>(source, prefix, ObjectKind::EndpointSlice, doc, diags)
+                    .map(Object::from)
+            }
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                decode::<NetworkPolicy>(source, prefix, ObjectKind::NetworkPolicy, doc, diags)
+                    .map(Object::from)
+            }
+            (api, "Gateway") if GATEWAY_API_VERSIONS.contains(&api) => {
+                decode::<istio::Gateway>(source, prefix, ObjectKind::Gateway, doc, diags)
+                    .map(Object::from)
+            }
+            (api, kind) => {
+                debug!(
+                    source,
+                    api_version = api,
+                    kind,
+                    "ignoring object of a kind tollgate does not read"
+                );
+                return;
+            }
+        };
+        if let Some(object) = decoded {
+            self.insert(object, source, diags);
+        }
+    }
+
+    fn add_list(
+        &mut self,
+        source: &str,
+        prefix: &str,
+        doc: serde_yaml::Value,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let serde_yaml::Value::Mapping(mut map) = doc else {
+            return;
+        };
+        match map.remove("items") {
+            Some(serde_yaml::Value::Sequence(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    self.add_value(source, &format!("{prefix}items[{i}]."), item, diags);
+                }
+            }
+            Some(serde_yaml::Value::Null) | None => {}
+            Some(_) => diags.push(Diagnostic {
+                severity: Severity::Error,
+                object: "List".to_owned(),
+                field: format!("{prefix}items"),
+                message: "expected a sequence of objects; ignored".to_owned(),
+                source: Some(source.to_owned()),
+            }),
+        }
+    }
+
+    /// Add a typed object. Objects without `metadata.name` are refused with
+    /// a diagnostic; namespaced objects without a namespace land in
+    /// `default`. A second object of the same kind, namespace and name
+    /// replaces the first, with a warning naming both sources. Returns
+    /// whether the object was added.
+    pub fn insert(
+        &mut self,
+        mut object: Object,
+        source: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> bool {
+        let kind = object.kind();
+        let meta = object.meta_mut();
+        if kind.is_namespaced() && meta.namespace.as_deref().is_none_or(str::is_empty) {
+            meta.namespace = Some("default".to_owned());
+        }
+        let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                object: ObjectRef::from_meta(kind, meta).to_string(),
+                field: "metadata.name".to_owned(),
+                message: format!("{} has no name; ignored", kind.as_str()),
+                source: Some(source.to_owned()),
+            });
+            return false;
+        };
+        let key = ObjectRef {
+            kind,
+            namespace: if kind.is_namespaced() {
+                meta.namespace.clone()
+            } else {
+                None
+            },
+            name,
+        };
+        let existing = self.index.get(&key).copied();
+        if let (Some(_), Some(previous)) = (existing, self.sources.get(&key)) {
+            diags.push(Diagnostic {
+                severity: Severity::Warning,
+                object: key.to_string(),
+                field: "metadata.name".to_owned(),
+                message: format!("defined twice, in {previous} and in {source}; the later one ({source}) applies"),
+                source: Some(source.to_owned()),
+            });
+        }
+        let slot = match object {
+            Object::Namespace(o) => put(&mut self.namespaces, existing, *o),
+            Object::Pod(o) => put(&mut self.pods, existing, *o),
+            Object::Service(o) => put(&mut self.services, existing, *o),
+            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, existing, *o),
+            Object::Gateway(o) => put(&mut self.gateways, existing, *o),
+            Object::NetworkPolicy(o) => put(&mut self.network_policies, existing, *o),
+        };
+        self.index.insert(key.clone(), slot);
+        self.sources.insert(key, source.to_owned());
+        true
+    }
+}
+
+/// Replace the object at `existing` or append it; returns its position.
+fn put<T>(items: &mut Vec<T>, existing: Option<usize>, object: T) -> usize {
+    match existing.and_then(|i| items.get_mut(i).map(|slot| (i, slot))) {
+        Some((i, slot)) => {
+            *slot = object;
+            i
+        }
+        None => {
+            items.push(object);
+            items.len() - 1
+        }
+    }
+}
+
+/// Decode `doc` as `T`, reporting a type error with the path of the field.
+fn decode<T: DeserializeOwned>(
+    source: &str,
+    prefix: &str,
+    kind: ObjectKind,
+    doc: serde_yaml::Value,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let name = doc
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned);
+    let namespace = doc
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned);
+    match serde_path_to_error::deserialize::<_, T>(doc) {
+        Ok(object) => Some(object),
+        Err(err) => {
+            let path = err.path().to_string();
+            let field = if path == "." {
+                "(document)".to_owned()
+            } else {
+                path
+            };
+            let object = ObjectRef {
+                kind,
+                namespace: if kind.is_namespaced() {
+                    namespace.or_else(|| Some("default".to_owned()))
+                } else {
+                    None
+                },
+                name: name.unwrap_or_else(|| "(unnamed)".to_owned()),
+            };
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                object: object.to_string(),
+                field: format!("{prefix}{field}"),
+                message: format!("{}; object ignored", err.inner()),
+                source: Some(source.to_owned()),
+            });
+            None
+        }
+    }
+}
+
+fn trim_path(prefix: &str) -> String {
+    prefix.trim_end_matches('.').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(snap: &mut Snapshot, source: &str, yaml: &str) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        let doc: serde_yaml::Value = serde_yaml::from_str(yaml).expect("test yaml parses");
+        snap.add_document(source, doc, &mut diags);
+        diags
+    }
+
+    #[test]
+    fn dispatches_by_kind_and_defaults_namespace() {
+        let mut snap = Snapshot::new();
+        assert!(add(
+            &mut snap,
+            "a.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}"
+        )
+        .is_empty());
+        assert!(add(
+            &mut snap,
+            "a.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}"
+        )
+        .is_empty());
+        assert!(add(
+            &mut snap,
+            "a.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}"
+        )
+        .is_empty());
+        assert!(add(&mut snap, "a.yaml", "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: x}\naddressType: IPv4\nendpoints: []").is_empty());
+        assert!(add(&mut snap, "a.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: n, namespace: x}").is_empty());
+        for (i, api) in GATEWAY_API_VERSIONS.iter().enumerate() {
+            let yaml = format!(
+                "apiVersion: {api}\nkind: Gateway\nmetadata: {{name: g-{i}, namespace: x}}"
+            );
+            assert!(add(&mut snap, "a.yaml", &yaml).is_empty());
+        }
+        assert!(add(
+            &mut snap,
+            "a.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}"
+        )
+        .is_empty());
+        assert_eq!(snap.namespaces.len(), 1);
+        assert_eq!(snap.pods.len(), 1);
+        assert_eq!(snap.pods[0].metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(snap.services.len(), 1);
+        assert_eq!(snap.endpoint_slices.len(), 1);
+        assert_eq!(snap.network_policies.len(), 1);
+        assert_eq!(snap.gateways.len(), 3);
+        assert_eq!(snap.len(), 8);
+    }
+
+    #[test]
+    fn list_items_are_added_and_errors_name_the_item() {
+        let mut snap = Snapshot::new();
+        let diags = add(
+            &mut snap,
+            "l.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a, namespace: n}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: b, namespace: n}\n  spec: {containers: [{name: 7}]}\n",
+        );
+        assert_eq!(snap.pods.len(), 1);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].object, "Pod n/b");
+        assert_eq!(diags[0].field, "items[1].spec.containers[0].name");
+        assert_eq!(diags[0].severity, Severity::Error);
+    }
+
+    #[test]
+    fn type_error_names_the_field_path() {
+        let mut snap = Snapshot::new();
+        let diags = add(
+            &mut snap,
+            "p.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleep\n  namespace: test-egress\n  labels: {app: [x]}\n",
+        );
+        assert!(snap.pods.is_empty());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].object, "Pod test-egress/sleep");
+        assert_eq!(diags[0].field, "metadata.labels.app");
+        assert_eq!(diags[0].source.as_deref(), Some("p.yaml"));
+    }
+
+    #[test]
+    fn missing_name_is_reported() {
+        let mut snap = Snapshot::new();
+        let diags = add(
+            &mut snap,
+            "p.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {namespace: x}",
+        );
+        assert!(snap.pods.is_empty());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].field, "metadata.name");
+        assert_eq!(diags[0].object, "Pod x/(unnamed)");
+    }
+
+    #[test]
+    fn duplicate_later_wins_with_warning_naming_both_sources() {
+        let mut snap = Snapshot::new();
+        assert!(add(
+            &mut snap,
+            "one.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {a: '1'}}"
+        )
+        .is_empty());
+        let diags = add(
+            &mut snap,
+            "two.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {a: '2'}}",
+        );
+        assert_eq!(snap.namespaces.len(), 1);
+        let labels = snap.namespaces[0]
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(labels.get("a").map(String::as_str), Some("2"));
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].severity, Severity::Warning);
+        assert!(diags[0].message.contains("one.yaml") && diags[0].message.contains("two.yaml"));
+        let key = ObjectRef::new(ObjectKind::Namespace, None, "shop");
+        assert_eq!(snap.source_of(&key), Some("two.yaml"));
+    }
+
+    #[test]
+    fn document_without_kind_warns() {
+        let mut snap = Snapshot::new();
+        let diags = add(&mut snap, "x.yaml", "metadata: {name: a}");
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].field, "kind");
+        assert!(snap.is_empty());
+    }
+}

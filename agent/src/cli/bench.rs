@@ -1,0 +1,84 @@
+//! `tollgate bench-datapath` (hidden; run by `cargo xtask bench`): the
+//! per-packet cost of the real egress program, measured by the kernel with
+//! BPF_PROG_TEST_RUN on a private, unattached load filled with a large
+//! synthetic state.
+use std::{net::IpAddr, path::Path, time::Instant};
+
+use agent_common::{CgroupEntry, PortRule, RuleSet, MODE_ENFORCE, REASON_CLUSTER_INTERNAL, REASON_GATEWAY};
+use ipnet::IpNet;
+
+use super::CliError;
+use crate::datapath::{
+    bpffs::PinDir,
+    load::load_object,
+    packet::{self, Protocol},
+    pinned::{map_err, Maps},
+    rule_keys::{self, RuleKey},
+    test_run,
+};
+
+fn own_cgroup_id() -> Result<u64, CliError> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| CliError::Environment(e.to_string()))?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| CliError::Environment("no cgroup v2 entry in /proc/self/cgroup".into()))?;
+    let root = crate::cgroups::default_cgroup_root();
+    let path = root.join(rel.trim_start_matches('/'));
+    std::fs::metadata(&path).map(|m| m.ino()).map_err(|e| CliError::Environment(format!("{}: {e}", path.display())))
+}
+
+pub fn run(bpffs: &Path, prefixes: u32, repeat: u32) -> Result<(), CliError> {
+    let parent = bpffs.parent().unwrap_or(Path::new("/sys/fs/bpf"));
+    let dir = parent.join(format!("tollgate-bench-{}", std::process::id()));
+    let pins = PinDir::new(&dir);
+    pins.create()?;
+    let result = bench(&pins, prefixes, repeat);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn bench(pins: &PinDir, prefixes: u32, repeat: u32) -> Result<(), CliError> {
+    let mut ebpf = load_object(pins)?;
+    let mut maps = Maps::take(&mut ebpf)?;
+    // A large policy: `prefixes` /32s spread over 10.0.0.0/8, plus the
+    // cluster CIDR, in policy 7; gateway in the global policy.
+    let mut rules = RuleSet { count: 1, ..Default::default() };
+    rules.rules[0] = PortRule { proto: 6, reason: REASON_CLUSTER_INTERNAL, port_lo: 443, port_hi: 443 };
+    let started = Instant::now();
+    for i in 0..prefixes {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000u32 | (i * 7 % 0x00ff_ffff));
+        let RuleKey::V4(k) = rule_keys::key(7, &IpNet::new(a.into(), 32).unwrap_or_default()) else { continue };
+        maps.rules_v4.insert(&k, rules, 0).map_err(map_err("TG_RULES_V4"))?;
+    }
+    let fill = started.elapsed();
+    let mut gw = RuleSet { count: 1, ..Default::default() };
+    gw.rules[0] = PortRule::any(REASON_GATEWAY);
+    if let RuleKey::V4(k) = rule_keys::key(0, &"10.244.0.20/32".parse().unwrap_or_default()) {
+        maps.rules_v4.insert(&k, gw, 0).map_err(map_err("TG_RULES_V4"))?;
+    }
+    let prog = test_run::load_skb_program(&mut ebpf, "tg_egress")?;
+    let src: IpAddr = "10.244.0.10".parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let cases: [(&str, &str, u16); 3] = [
+        ("gateway (allow, global trie)", "10.244.0.20", 8080),
+        ("no rule (drop)", "203.0.113.10", 80),
+        ("large policy (allow, /32 hit)", "10.0.0.7", 443),
+    ];
+    // Not enforced: this process's cgroup is not registered.
+    let frame = packet::build(src, "203.0.113.10".parse().unwrap_or(src), Protocol::Tcp, 40000, 80);
+    let (ns, _) = test_run::time(prog, &frame, repeat)?;
+    println!("bench-datapath: {prefixes} rule prefixes loaded in {:.1} ms ({:.2} µs/prefix)", fill.as_secs_f64() * 1e3, fill.as_secs_f64() * 1e6 / prefixes.max(1) as f64);
+    println!("{:<34} {:>10}", "case (tg_egress, kernel-timed)", "ns/packet");
+    println!("{:<34} {:>10.1}", "not enforced (cgroup not registered)", ns);
+    let me = own_cgroup_id()?;
+    let entry = CgroupEntry { workload: 1, policy: 7, mode: MODE_ENFORCE, flags: 0, _pad: [0; 6] };
+    maps.cgroups.insert(me, entry, 0).map_err(map_err("TG_CGROUPS"))?;
+    for (name, dst, port) in cases {
+        let frame = packet::build(src, dst.parse().unwrap_or(src), Protocol::Tcp, 40000, port);
+        let (ns, ret) = test_run::time(prog, &frame, repeat)?;
+        println!("{:<34} {:>10.1}   (returned {ret})", name, ns);
+    }
+    let _ = maps.cgroups.remove(&me);
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! `tollgate counters`: per-workload and node packet counters, read from
+//! the pinned maps (works while the agent is down).
+use std::collections::BTreeMap;
+
+use agent_common::{VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DROP};
+use serde::Serialize;
+
+use super::{CliError, OutputFormat};
+use crate::datapath::{bpffs::PinDir, ids, pinned::Maps};
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeCounters {
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    pub audited_packets: u64,
+    pub audited_bytes: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkloadCounters {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    pub audited_packets: u64,
+    pub audited_bytes: u64,
+    /// Packets by reason code, e.g. {"no-rule": 3, "gateway": 10}.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Counters {
+    pub node: NodeCounters,
+    pub workloads: Vec<WorkloadCounters>,
+}
+
+pub fn read(maps: &Maps) -> Result<Counters, CliError> {
+    let mut names = BTreeMap::new();
+    for item in maps.workloads.iter() {
+        let (id, info) = item.map_err(|e| CliError::Environment(format!("reading TG_WORKLOADS: {e}")))?;
+        names.insert(id, ids::decode(&info));
+    }
+    let mut per: BTreeMap<u32, WorkloadCounters> = BTreeMap::new();
+    let mut node = NodeCounters::default();
+    for item in maps.counters.iter() {
+        let (key, values) = item.map_err(|e| CliError::Environment(format!("reading TG_COUNTERS: {e}")))?;
+        let (packets, bytes) = values.iter().fold((0u64, 0u64), |(p, b), v| (p + v.packets, b + v.bytes));
+        let (np, nb, wp, wb) = match key.verdict {
+            VERDICT_ALLOW => (&mut node.allowed_packets, &mut node.allowed_bytes, 0, 0),
+            VERDICT_DROP => (&mut node.dropped_packets, &mut node.dropped_bytes, 1, 1),
+            VERDICT_AUDIT => (&mut node.audited_packets, &mut node.audited_bytes, 2, 2),
+            _ => continue,
+        };
+        *np += packets;
+        *nb += bytes;
+        if key.workload == ids::RETIRED_WORKLOAD {
+            continue;
+        }
+        let w = per.entry(key.workload).or_default();
+        match (wp, wb) {
+            (0, _) => {
+                w.allowed_packets += packets;
+                w.allowed_bytes += bytes;
+            }
+            (1, _) => {
+                w.dropped_packets += packets;
+                w.dropped_bytes += bytes;
+            }
+            _ => {
+                w.audited_packets += packets;
+                w.audited_bytes += bytes;
+            }
+        }
+        *w.reasons.entry(agent_common::reason_code(key.reason).to_string()).or_default() += packets;
+    }
+    let mut workloads = Vec::new();
+    for (id, (ns, pod, uid)) in names {
+        let mut w = per.remove(&id).unwrap_or_default();
+        w.namespace = ns;
+        w.pod = pod;
+        w.uid = uid;
+        workloads.push(w);
+    }
+    workloads.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    Ok(Counters { node, workloads })
+}
+
+pub fn run(bpffs: &std::path::Path, format: OutputFormat) -> Result<(), CliError> {
+    let maps = Maps::open_pinned(&PinDir::new(bpffs))?;
+    let c = read(&maps)?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default()),
+        OutputFormat::Text => print!("{}", render(&c)),
+    }
+    Ok(())
+}
+
+pub fn render(c: &Counters) -> String {
+    let mut s = format!(
+        "NODE  allowed {} pkts / {} B   dropped {} pkts / {} B   audited {} pkts / {} B\n\n",
+        c.node.allowed_packets,
+        c.node.allowed_bytes,
+        c.node.dropped_packets,
+        c.node.dropped_bytes,
+        c.node.audited_packets,
+        c.node.audited_bytes
+    );
+    s.push_str(&format!(
+        "{:<16} {:<28} {:>10} {:>12} {:>10} {:>12} {:>10}\n",
+        "NAMESPACE", "POD", "ALLOWED", "ALLOWED_B", "DROPPED", "DROPPED_B", "AUDITED"
+    ));
+    for w in &c.workloads {
+        s.push_str(&format!(
+            "{:<16} {:<28} {:>10} {:>12} {:>10} {:>12} {:>10}\n",
+            w.namespace, w.pod, w.allowed_packets, w.allowed_bytes, w.dropped_packets, w.dropped_bytes, w.audited_packets
+        ));
+    }
+    s
+}

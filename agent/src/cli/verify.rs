@@ -1,0 +1,276 @@
+//! `tollgate verify`: asks the kernel program itself (BPF_PROG_TEST_RUN of
+//! `tg_verify`, which runs the same decision as `tg_egress`) what it would
+//! do with a packet from a pod to a destination.
+use std::{
+    collections::BTreeMap,
+    io::BufRead,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs},
+    path::{Path, PathBuf},
+};
+
+use agent_common::{reason_code, MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW};
+use aya::{programs::CgroupSkb, Ebpf};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{CliError, OutputFormat};
+use crate::{
+    cgroups::CgroupIndex,
+    compiler::{self, CompilerConfig},
+    datapath::{
+        bpffs::PinDir,
+        ids::{self, verify_cgroup},
+        load::load_object,
+        object::VERIFY_PROGRAM,
+        packet::{self, Protocol},
+        pinned::Maps,
+        reconcile, test_run,
+    },
+    runtime::{self, state::StatusFile},
+    source::files,
+};
+
+/// One question, as given on the command line or as a `--batch` line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Query {
+    pub from_pod: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_host: Option<String>,
+    #[serde(default)]
+    pub to_port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    #[serde(flatten)]
+    pub query: Query,
+    pub verdict: &'static str,
+    pub mode: &'static str,
+    pub reason: &'static str,
+    pub detail: String,
+    pub destination: String,
+}
+
+/// Where the maps come from.
+pub enum Source {
+    /// The running agent's pinned maps.
+    Pinned { bpffs: PathBuf, state_dir: PathBuf },
+    /// A private load filled from a manifests folder.
+    Manifests { dir: PathBuf, cluster_cidrs: Vec<IpNet> },
+}
+
+/// The loaded program and what is needed to phrase questions to it.
+pub struct Verifier {
+    ebpf: Ebpf,
+    /// `namespace/name` → workload id.
+    workloads: BTreeMap<String, u32>,
+    pods: BTreeMap<String, Vec<String>>,
+    /// The program's map relocations point at these file descriptors:
+    /// they must stay open while the program is loaded and run.
+    _maps: Maps,
+    _private: Option<PrivatePins>,
+}
+
+/// A private pin folder, removed when dropped (the maps live on through
+/// the open file descriptors until the verifier is gone).
+struct PrivatePins(PathBuf);
+
+impl Drop for PrivatePins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Verifier {
+    pub fn open(source: Source, bpffs: &Path) -> Result<Self, CliError> {
+        match source {
+            Source::Pinned { bpffs, state_dir } => {
+                let pins = PinDir::new(&bpffs);
+                pins.require_pinned()?;
+                let mut ebpf = load_object(&pins)?;
+                let maps = Maps::take(&mut ebpf)?;
+                let workloads = workload_ids(&maps)?;
+                let pods = StatusFile::read(&state_dir.join("status.json")).map(|s| s.pods).unwrap_or_default();
+                Ok(Self { ebpf, workloads, pods, _maps: maps, _private: None })
+            }
+            Source::Manifests { dir, cluster_cidrs } => {
+                let (snapshot, diags) = files::load_dir(&dir)
+                    .map_err(|e| CliError::Input(format!("manifests folder {}: {e}", dir.display())))?;
+                for d in &diags {
+                    eprintln!("warning: {d}");
+                }
+                let desired = compiler::compile(&snapshot, &CompilerConfig { node_name: None, cluster_cidrs });
+                let parent = bpffs.parent().unwrap_or(Path::new("/sys/fs/bpf"));
+                let private = parent.join(format!("tollgate-verify-{}", std::process::id()));
+                let guard = PrivatePins(private.clone());
+                let pins = PinDir::new(&private);
+                pins.create()?;
+                let mut ebpf = load_object(&pins)?;
+                let mut maps = Maps::take(&mut ebpf)?;
+                reconcile::apply(&mut maps, &desired, &CgroupIndex::default())?;
+                let workloads = workload_ids(&maps)?;
+                Ok(Self { ebpf, workloads, pods: runtime::pod_ips(&snapshot), _maps: maps, _private: Some(guard) })
+            }
+        }
+    }
+
+    fn program(&mut self) -> Result<&CgroupSkb, CliError> {
+        let p = self
+            .ebpf
+            .program_mut(VERIFY_PROGRAM)
+            .ok_or_else(|| CliError::Environment("the kernel object has no verify program".into()))?;
+        let p: &mut CgroupSkb = p.try_into().map_err(|e| CliError::Environment(format!("{e}")))?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| CliError::Environment(format!("loading {VERIFY_PROGRAM}: {e}")))?;
+        }
+        Ok(p)
+    }
+
+    pub fn ask(&mut self, q: &Query) -> Result<Answer, CliError> {
+        let proto = Protocol::parse(&q.protocol)
+            .ok_or_else(|| CliError::Input(format!("query: field protocol: unknown protocol {:?} (tcp, udp, sctp, icmp)", q.protocol)))?;
+        if q.to_port == 0 && proto != Protocol::Icmp {
+            return Err(CliError::Input("query: field to_port: a port 1-65535 is required".into()));
+        }
+        let id = *self.workloads.get(&q.from_pod).ok_or_else(|| {
+            CliError::Input(format!("query: field from_pod: pod {} is not known (not in the input, or not on this node)", q.from_pod))
+        })?;
+        let dst = self.destination(q)?;
+        let src = self
+            .pods
+            .get(&q.from_pod)
+            .and_then(|ips| ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()).find(|a| a.is_ipv4() == dst.is_ipv4()))
+            .unwrap_or(if dst.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) });
+        let frame = packet::build(src, dst, proto, 40_000, q.to_port);
+        let prog = self.program()?;
+        let v = test_run::verify(prog, verify_cgroup(id), &frame)?;
+        let verdict = if v.verdict == VERDICT_ALLOW { "allow" } else { "deny" };
+        let mode = match v.mode {
+            MODE_ENFORCE => "enforce",
+            MODE_AUDIT => "audit",
+            _ => "off",
+        };
+        let reason = reason_code(v.reason);
+        let destination = match dst {
+            IpAddr::V4(a) => format!("{a}:{}", q.to_port),
+            IpAddr::V6(a) => format!("[{a}]:{}", q.to_port),
+        };
+        let detail = detail(reason, mode, &q.from_pod, &destination, proto.as_str());
+        Ok(Answer { query: q.clone(), verdict, mode, reason, detail, destination })
+    }
+
+    fn destination(&self, q: &Query) -> Result<IpAddr, CliError> {
+        let given = [q.to_pod.is_some(), q.to_ip.is_some(), q.to_host.is_some()].iter().filter(|b| **b).count();
+        if given != 1 {
+            return Err(CliError::Input("query: give exactly one of to_pod, to_ip, to_host".into()));
+        }
+        if let Some(ip) = &q.to_ip {
+            return ip.parse().map_err(|_| CliError::Input(format!("query: field to_ip: {ip:?} is not an IP address")));
+        }
+        if let Some(pod) = &q.to_pod {
+            let ips = self
+                .pods
+                .get(pod)
+                .ok_or_else(|| CliError::Input(format!("query: field to_pod: pod {pod} is not known")))?;
+            return ips
+                .iter()
+                .find_map(|s| s.parse().ok())
+                .ok_or_else(|| CliError::Input(format!("query: field to_pod: pod {pod} has no IP (status.podIPs)")));
+        }
+        let host = q.to_host.as_deref().unwrap_or_default();
+        (host, q.to_port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip())
+            .ok_or_else(|| CliError::Input(format!("query: field to_host: cannot resolve {host:?} on this machine")))
+    }
+}
+
+fn workload_ids(maps: &Maps) -> Result<BTreeMap<String, u32>, CliError> {
+    let mut out = BTreeMap::new();
+    for item in maps.workloads.iter() {
+        let (id, info) = item.map_err(|e| CliError::Environment(format!("reading TG_WORKLOADS: {e}")))?;
+        let (ns, name, _) = ids::decode(&info);
+        out.insert(format!("{ns}/{name}"), id);
+    }
+    Ok(out)
+}
+
+fn detail(reason: &str, mode: &str, from: &str, to: &str, proto: &str) -> String {
+    let d = match reason {
+        "gateway" => format!("{to} is an egress gateway endpoint, reachable from {from} on every port"),
+        "dns" => format!("{to} is cluster DNS, reachable on port 53 UDP and TCP"),
+        "network-policy" => format!("a NetworkPolicy selecting {from} allows {proto} to {to}"),
+        "cluster-internal" => format!("{to} is inside the cluster CIDRs and no egress NetworkPolicy selects {from}"),
+        "mesh-egress-policy" => format!("a mesh egress policy grants {from} {proto} to {to}"),
+        "mesh-internal" => format!("{to} is a MESH_INTERNAL ServiceEntry address"),
+        "not-enforced" => format!("the namespace of {from} is not labelled tollgate.dev/egress"),
+        "gateway-pod" => format!("{from} is an egress gateway and is never enforced"),
+        "loopback" => "loopback traffic never leaves the pod".to_string(),
+        "no-rule" => format!("no rule allows {proto} from {from} to {to}: it must go through the egress gateway"),
+        "malformed" => "the packet could not be parsed".to_string(),
+        other => format!("reason {other}"),
+    };
+    match (mode, reason) {
+        ("audit", "no-rule") => format!("{d} (audit mode: the packet passes and is counted)"),
+        _ => d,
+    }
+}
+
+fn print(a: &Answer, format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string(a).unwrap_or_default()),
+        OutputFormat::Text => println!("{} ({}, {}): {}", a.verdict.to_uppercase(), a.mode, a.reason, a.detail),
+    }
+}
+
+pub fn run_one(mut v: Verifier, q: Query, format: OutputFormat) -> Result<(), CliError> {
+    let a = v.ask(&q)?;
+    print(&a, format);
+    Ok(())
+}
+
+/// One JSON query a line in, one JSON answer a line out, in order. A bad
+/// line answers `{"error": ...}` and the command exits 1 at the end.
+pub fn run_batch(mut v: Verifier, input: &str) -> Result<(), CliError> {
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        let f = std::fs::File::open(input).map_err(|e| CliError::Input(format!("--batch {input}: {e}")))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut failed = 0usize;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| CliError::Input(format!("--batch {input}: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let answer = serde_json::from_str::<Query>(&line)
+            .map_err(|e| CliError::Input(format!("line {}: {e}", n + 1)))
+            .and_then(|q| v.ask(&q));
+        match answer {
+            Ok(a) => print(&a, OutputFormat::Json),
+            Err(CliError::Environment(e)) => return Err(CliError::Environment(e)),
+            Err(CliError::Input(e)) => {
+                failed += 1;
+                let echo: serde_json::Value = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
+                println!("{}", serde_json::json!({"error": format!("line {}: {e}", n + 1), "query": echo}));
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::Input(format!("{failed} batch line(s) could not be answered")));
+    }
+    Ok(())
+}

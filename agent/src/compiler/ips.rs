@@ -1,0 +1,112 @@
+//! Addresses read from pods, Services and EndpointSlices; bad ones are
+//! reported with their field path and skipped.
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::desired::Severity;
+use crate::model::ObjectKind;
+
+use super::objects::{object_ref, pod_ref};
+use super::Ctx;
+
+/// The single-address net of `ip` (/32 or /128).
+pub fn host_net(ip: IpAddr) -> IpNet {
+    IpNet::from(ip)
+}
+
+/// `status.podIP` and `status.podIPs` of a pod, deduplicated, in order.
+pub(crate) fn pod_ips(ctx: &mut Ctx<'_>, pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut candidates: Vec<(String, &str)> = Vec::new();
+    if let Some(ip) = status.pod_ip.as_deref() {
+        candidates.push(("status.podIP".to_owned(), ip));
+    }
+    for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
+        candidates.push((format!("status.podIPs[{i}].ip"), ip.ip.as_str()));
+    }
+    for (field, text) in candidates {
+        if text.is_empty() {
+            continue;
+        }
+        match text.parse::<IpAddr>() {
+            Ok(ip) if !found.contains(&ip) => found.push(ip),
+            Ok(_) => {}
+            Err(_) => ctx.report(
+                Severity::Error,
+                &pod_ref(pod),
+                field,
+                format!("{text:?} is not an IP address; ignored"),
+            ),
+        }
+    }
+    found
+}
+
+/// `spec.clusterIP` and `spec.clusterIPs` of a Service (none for headless
+/// and ExternalName Services).
+pub(crate) fn service_cluster_ips(ctx: &mut Ctx<'_>, svc: &Service) -> Vec<IpAddr> {
+    let Some(spec) = svc.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut candidates: Vec<(String, &str)> = Vec::new();
+    if let Some(ip) = spec.cluster_ip.as_deref() {
+        candidates.push(("spec.clusterIP".to_owned(), ip));
+    }
+    for (i, ip) in spec.cluster_ips.iter().flatten().enumerate() {
+        candidates.push((format!("spec.clusterIPs[{i}]"), ip.as_str()));
+    }
+    let mut found = Vec::new();
+    for (field, text) in candidates {
+        if text.is_empty() || text == "None" {
+            continue;
+        }
+        match text.parse::<IpAddr>() {
+            Ok(ip) if !found.contains(&ip) => found.push(ip),
+            Ok(_) => {}
+            Err(_) => ctx.report(
+                Severity::Error,
+                &object_ref(ObjectKind::Service, &svc.metadata),
+                field,
+                format!("{text:?} is not an IP address; ignored"),
+            ),
+        }
+    }
+    found
+}
+
+/// Addresses of the endpoints of `slice` for which `keep(endpoint index)`
+/// holds. FQDN slices carry no addresses.
+pub(crate) fn slice_addresses(
+    ctx: &mut Ctx<'_>,
+    slice: &EndpointSlice,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<IpAddr> {
+    if slice.address_type == "FQDN" {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for (i, endpoint) in slice.endpoints.iter().enumerate() {
+        if !keep(i) {
+            continue;
+        }
+        for (j, text) in endpoint.addresses.iter().enumerate() {
+            match text.parse::<IpAddr>() {
+                Ok(ip) if !found.contains(&ip) => found.push(ip),
+                Ok(_) => {}
+                Err(_) => ctx.report(
+                    Severity::Error,
+                    &object_ref(ObjectKind::EndpointSlice, &slice.metadata),
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    format!("{text:?} is not an IP address; ignored"),
+                ),
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,403 @@
+//! Rule 3 of the contract: NetworkPolicies with `Egress` that select a pod
+//! replace the cluster-CIDR rule with exactly what they allow, with
+//! Kubernetes semantics (peers by pod and namespace selector and ipBlock
+//! with except; numeric, ranged and named ports; TCP, UDP and SCTP).
+//!
+//! Input the API server would refuse is reported and fails closed: a bad
+//! peer or port allows nothing; a policy whose `spec.podSelector` is
+//! invalid selects no pod (and is reported).
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use agent_common::{PortRule, PROTO_SCTP, PROTO_TCP, PROTO_UDP, REASON_NETWORK_POLICY};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::desired::{AllowRule, Severity};
+use crate::model::ObjectKind;
+
+use super::ips::{host_net, pod_ips};
+use super::objects::{is_finished, labels, name, namespace, object_ref};
+use super::selectors::label_selector_matches;
+use super::Ctx;
+
+/// Label the API server puts on every namespace.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The egress NetworkPolicies of a snapshot, with each policy's rules
+/// computed once.
+pub(crate) struct NetworkPolicies<'a> {
+    policies: Vec<&'a NetworkPolicy>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    rules: Vec<Option<Vec<AllowRule>>>,
+}
+
+/// A port of a policy rule: numbers resolve at once, names per pod.
+enum PortSpec {
+    Numbers(PortRule),
+    Named {
+        name: String,
+        proto: u8,
+        proto_name: String,
+    },
+}
+
+impl<'a> NetworkPolicies<'a> {
+    pub fn new(ctx: &Ctx<'a>) -> Self {
+        let snapshot = ctx.snapshot;
+        let mut policies: Vec<&'a NetworkPolicy> = snapshot
+            .network_policies
+            .iter()
+            .filter(|p| is_egress(p))
+            .collect();
+        policies.sort_by_key(|p| (namespace(&p.metadata), name(&p.metadata)));
+        let mut namespace_labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for pod in &snapshot.pods {
+            let ns = namespace(&pod.metadata).to_owned();
+            namespace_labels
+                .entry(ns.clone())
+                .or_insert_with(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), ns)]));
+        }
+        for ns in &snapshot.namespaces {
+            let ns_name = name(&ns.metadata).to_owned();
+            let mut l = labels(&ns.metadata).clone();
+            l.insert(NAMESPACE_NAME_LABEL.to_owned(), ns_name.clone());
+            namespace_labels.insert(ns_name, l);
+        }
+        let rules = vec![None; policies.len()];
+        Self {
+            policies,
+            namespace_labels,
+            rules,
+        }
+    }
+
+    /// What the egress policies selecting `pod` allow, or `None` when no
+    /// such policy selects it.
+    pub fn rules_for(&mut self, ctx: &mut Ctx<'a>, pod: &Pod) -> Option<Vec<AllowRule>> {
+        let pod_ns = namespace(&pod.metadata);
+        let mut selected = false;
+        let mut out = Vec::new();
+        for i in 0..self.policies.len() {
+            let policy = self.policies[i];
+            if namespace(&policy.metadata) != pod_ns {
+                continue;
+            }
+            let selector = policy
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_selector.clone())
+                .unwrap_or_default();
+            match label_selector_matches(&selector, labels(&pod.metadata)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => {
+                    let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata);
+                    ctx.report(
+                        Severity::Error,
+                        &object,
+                        format!("spec.podSelector.{}", err.field()),
+                        format!("{err}; the policy selects no pod"),
+                    );
+                    continue;
+                }
+            }
+            selected = true;
+            if self.rules[i].is_none() {
+                self.rules[i] = Some(self.policy_rules(ctx, policy));
+            }
+            out.extend(self.rules[i].iter().flatten().cloned());
+        }
+        selected.then_some(out)
+    }
+
+    fn policy_rules(&self, ctx: &mut Ctx<'a>, policy: &'a NetworkPolicy) -> Vec<AllowRule> {
+        let egress = policy
+            .spec
+            .as_ref()
+            .and_then(|s| s.egress.as_deref())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, rule) in egress.iter().enumerate() {
+            self.egress_rule(ctx, policy, i, rule, &mut out);
+        }
+        out
+    }
+
+    fn egress_rule(
+        &self,
+        ctx: &mut Ctx<'a>,
+        policy: &'a NetworkPolicy,
+        i: usize,
+        rule: &NetworkPolicyEgressRule,
+        out: &mut Vec<AllowRule>,
+    ) {
+        let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata);
+        let ports: Vec<PortSpec> = match rule.ports.as_deref() {
+            None | Some([]) => vec![PortSpec::Numbers(PortRule::any(REASON_NETWORK_POLICY))],
+            Some(ports) => ports
+                .iter()
+                .enumerate()
+                .filter_map(|(k, p)| match port_spec(p) {
+                    Ok(spec) => Some(spec),
+                    Err((field, message)) => {
+                        ctx.report(
+                            Severity::Error,
+                            &object,
+                            format!("spec.egress[{i}].ports[{k}].{field}"),
+                            message,
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let peers = rule.to.as_deref().unwrap_or_default();
+        if peers.is_empty() {
+            // Every destination: all addresses on the numeric ports, and
+            // every pod that names a named port.
+            for net in ["0.0.0.0/0", "::/0"]
+                .iter()
+                .filter_map(|n| n.parse::<IpNet>().ok())
+            {
+                push_numeric(out, net, &[], &ports);
+            }
+            let all: Vec<&'a Pod> = ctx
+                .snapshot
+                .pods
+                .iter()
+                .filter(|p| !is_finished(p))
+                .collect();
+            push_named(ctx, out, &all, &ports);
+            return;
+        }
+        for (j, peer) in peers.iter().enumerate() {
+            let field = format!("spec.egress[{i}].to[{j}]");
+            if let Some(block) = &peer.ip_block {
+                let Ok(cidr) = block.cidr.parse::<IpNet>() else {
+                    ctx.report(
+                        Severity::Error,
+                        &object,
+                        format!("{field}.ipBlock.cidr"),
+                        format!("{:?} is not a CIDR; the peer allows nothing", block.cidr),
+                    );
+                    continue;
+                };
+                let mut except = Vec::new();
+                for (k, e) in block.except.iter().flatten().enumerate() {
+                    match e.parse::<IpNet>() {
+                        Ok(net) => except.push(net),
+                        Err(_) => ctx.report(
+                            Severity::Error,
+                            &object,
+                            format!("{field}.ipBlock.except[{k}]"),
+                            format!("{e:?} is not a CIDR; the peer allows nothing"),
+                        ),
+                    }
+                }
+                if except.len() == block.except.as_ref().map_or(0, Vec::len) {
+                    push_numeric(out, cidr, &except, &ports);
+                }
+                continue;
+            }
+            match self.peer_pods(ctx, policy, peer) {
+                Ok(pods) => {
+                    for pod in &pods {
+                        for ip in pod_ips(ctx, pod) {
+                            push_numeric(out, host_net(ip), &[], &ports);
+                        }
+                    }
+                    push_named(ctx, out, &pods, &ports);
+                }
+                Err((sub, message)) => {
+                    ctx.report(Severity::Error, &object, format!("{field}.{sub}"), message)
+                }
+            }
+        }
+    }
+
+    /// The running pods a selector peer names.
+    fn peer_pods(
+        &self,
+        ctx: &Ctx<'a>,
+        policy: &NetworkPolicy,
+        peer: &NetworkPolicyPeer,
+    ) -> Result<Vec<&'a Pod>, (String, String)> {
+        let policy_ns = namespace(&policy.metadata);
+        if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
+            return Err((
+                "(peer)".to_owned(),
+                "a peer needs podSelector, namespaceSelector or ipBlock; it allows nothing"
+                    .to_owned(),
+            ));
+        }
+        let namespaces: Vec<&str> = match &peer.namespace_selector {
+            None => vec![policy_ns],
+            Some(sel) => {
+                let mut found = Vec::new();
+                for (ns, l) in &self.namespace_labels {
+                    if matches(sel, l, "namespaceSelector")? {
+                        found.push(ns.as_str());
+                    }
+                }
+                found
+            }
+        };
+        let pod_selector = peer.pod_selector.clone().unwrap_or_default();
+        let mut pods = Vec::new();
+        for pod in ctx.snapshot.pods.iter().filter(|p| !is_finished(p)) {
+            if namespaces.contains(&namespace(&pod.metadata))
+                && matches(&pod_selector, labels(&pod.metadata), "podSelector")?
+            {
+                pods.push(pod);
+            }
+        }
+        Ok(pods)
+    }
+}
+
+fn matches(
+    sel: &LabelSelector,
+    l: &BTreeMap<String, String>,
+    what: &str,
+) -> Result<bool, (String, String)> {
+    label_selector_matches(sel, l).map_err(|err| {
+        (
+            format!("{what}.{}", err.field()),
+            format!("{err}; the peer allows nothing"),
+        )
+    })
+}
+
+/// Does the policy restrict egress? (`policyTypes` lists `Egress`, or,
+/// when unset, the policy has egress rules: the API server's default.)
+pub fn is_egress(policy: &NetworkPolicy) -> bool {
+    let Some(spec) = policy.spec.as_ref() else {
+        return false;
+    };
+    match &spec.policy_types {
+        Some(types) => types.iter().any(|t| t == "Egress"),
+        None => spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
+    }
+}
+
+fn protocol(name: Option<&str>) -> Result<(u8, String), (String, String)> {
+    match name.unwrap_or("TCP") {
+        "TCP" => Ok((PROTO_TCP, "TCP".into())),
+        "UDP" => Ok((PROTO_UDP, "UDP".into())),
+        "SCTP" => Ok((PROTO_SCTP, "SCTP".into())),
+        other => Err((
+            "protocol".into(),
+            format!(
+                "unknown protocol {other:?} (expected TCP, UDP or SCTP); the port allows nothing"
+            ),
+        )),
+    }
+}
+
+fn port_spec(port: &NetworkPolicyPort) -> Result<PortSpec, (String, String)> {
+    let (proto, proto_name) = protocol(port.protocol.as_deref())?;
+    let numbers = |lo: u16, hi: u16| {
+        PortSpec::Numbers(PortRule {
+            proto,
+            reason: REASON_NETWORK_POLICY,
+            port_lo: lo,
+            port_hi: hi,
+        })
+    };
+    match &port.port {
+        None => Ok(numbers(0, u16::MAX)),
+        Some(IntOrString::Int(p)) => {
+            let lo = u16::try_from(*p).ok().filter(|p| *p >= 1).ok_or_else(|| {
+                (
+                    "port".to_owned(),
+                    format!("port {p} is out of range 1-65535; the port allows nothing"),
+                )
+            })?;
+            let hi = match port.end_port {
+                None => lo,
+                Some(e) => u16::try_from(e).ok().filter(|e| *e >= lo).ok_or_else(|| {
+                    ("endPort".to_owned(), format!("endPort {e} must be between port {lo} and 65535; the port allows nothing"))
+                })?,
+            };
+            Ok(numbers(lo, hi))
+        }
+        Some(IntOrString::String(name)) => {
+            if port.end_port.is_some() {
+                return Err((
+                    "endPort".into(),
+                    "endPort cannot be used with a named port; the port allows nothing".into(),
+                ));
+            }
+            Ok(PortSpec::Named {
+                name: name.clone(),
+                proto,
+                proto_name,
+            })
+        }
+    }
+}
+
+fn push_numeric(out: &mut Vec<AllowRule>, net: IpNet, except: &[IpNet], ports: &[PortSpec]) {
+    for spec in ports {
+        if let PortSpec::Numbers(rule) = spec {
+            out.push(AllowRule {
+                net: net.trunc(),
+                except: except.to_vec(),
+                rule: *rule,
+            });
+        }
+    }
+}
+
+/// Named ports resolve against each destination pod's container ports.
+fn push_named(ctx: &mut Ctx<'_>, out: &mut Vec<AllowRule>, pods: &[&Pod], ports: &[PortSpec]) {
+    for spec in ports {
+        let PortSpec::Named {
+            name: port_name,
+            proto,
+            proto_name,
+        } = spec
+        else {
+            continue;
+        };
+        for pod in pods {
+            let Some(number) = named_port(pod, port_name, proto_name) else {
+                continue;
+            };
+            let ips: Vec<IpAddr> = pod_ips(ctx, pod);
+            for ip in ips {
+                let rule = PortRule {
+                    proto: *proto,
+                    reason: REASON_NETWORK_POLICY,
+                    port_lo: number,
+                    port_hi: number,
+                };
+                out.push(AllowRule {
+                    net: host_net(ip),
+                    except: Vec::new(),
+                    rule,
+                });
+            }
+        }
+    }
+}
+
+fn named_port(pod: &Pod, port_name: &str, proto_name: &str) -> Option<u16> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| {
+            p.name.as_deref() == Some(port_name)
+                && p.protocol.as_deref().unwrap_or("TCP") == proto_name
+        })
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .filter(|p| *p >= 1)
+}

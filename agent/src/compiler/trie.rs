@@ -1,0 +1,349 @@
+//! Flattening allow rules into LPM-trie entries.
+//!
+//! The datapath looks up only the longest matching prefix, so every prefix
+//! must carry the complete set of rules that apply to its addresses: the
+//! rules whose net contains it, minus those with an `except` that contains
+//! it. The prefixes are every rule net and every except net; an address
+//! whose longest match is prefix P is covered by exactly the rules that
+//! cover P (any net or except containing the address is itself a prefix,
+//! no longer than P, so it contains P too).
+use std::collections::{BTreeSet, HashMap};
+
+use agent_common::{
+    PortRule, RuleSet, MAX_PORT_RULES, PROTO_ANY, REASON_CLUSTER_INTERNAL, REASON_DNS,
+    REASON_GATEWAY, REASON_MESH_EGRESS_POLICY, REASON_MESH_INTERNAL, REASON_NETWORK_POLICY,
+};
+use ipnet::IpNet;
+
+use crate::desired::{AllowRule, Diagnostic, Severity, TrieEntry};
+
+/// Reasons in the order the datapath reports them when several rules
+/// allow a packet (the first match wins).
+pub const REASON_PRIORITY: [u8; 6] = [
+    REASON_GATEWAY,
+    REASON_DNS,
+    REASON_NETWORK_POLICY,
+    REASON_MESH_EGRESS_POLICY,
+    REASON_MESH_INTERNAL,
+    REASON_CLUSTER_INTERNAL,
+];
+
+/// Rank of a reason in [`REASON_PRIORITY`] (lower first; unknown last).
+pub fn reason_rank(reason: u8) -> usize {
+    REASON_PRIORITY
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(REASON_PRIORITY.len())
+}
+
+fn is_all_traffic(rule: &PortRule) -> bool {
+    rule.proto == PROTO_ANY && rule.port_lo == 0 && rule.port_hi == u16::MAX
+}
+
+/// Canonical form of the port rules of one prefix: deduplicated, ranges of
+/// the same protocol and reason coalesced, rules covered by an
+/// all-traffic rule of a higher (or equal) priority reason dropped, sorted
+/// by reason priority, then protocol and ports.
+pub fn normalize_port_rules(mut rules: Vec<PortRule>) -> Vec<PortRule> {
+    rules.sort_by_key(|r| (r.proto, r.reason, r.port_lo, r.port_hi));
+    let mut merged: Vec<PortRule> = Vec::with_capacity(rules.len());
+    for rule in rules {
+        match merged.last_mut() {
+            Some(last)
+                if last.proto == rule.proto
+                    && last.reason == rule.reason
+                    && u32::from(rule.port_lo) <= u32::from(last.port_hi) + 1 =>
+            {
+                last.port_hi = last.port_hi.max(rule.port_hi);
+            }
+            _ => merged.push(rule),
+        }
+    }
+    let best_all = merged
+        .iter()
+        .filter(|r| is_all_traffic(r))
+        .map(|r| reason_rank(r.reason))
+        .min();
+    if let Some(best) = best_all {
+        merged.retain(|r| {
+            reason_rank(r.reason) < best || (is_all_traffic(r) && reason_rank(r.reason) == best)
+        });
+    }
+    merged.sort_by_key(|r| (reason_rank(r.reason), r.proto, r.port_lo, r.port_hi));
+    merged
+}
+
+/// Build the datapath value of a prefix from canonical rules (at most
+/// `MAX_PORT_RULES`; extra rules are not written).
+pub fn rule_set(rules: &[PortRule]) -> RuleSet {
+    let mut set = RuleSet::default();
+    for (slot, rule) in set.rules.iter_mut().zip(rules) {
+        *slot = *rule;
+    }
+    set.count = rules.len().min(MAX_PORT_RULES) as u8;
+    set
+}
+
+/// Flatten `rules` into trie entries, sorted by prefix. `owner` names the
+/// policy in the diagnostic emitted when a prefix needs more than
+/// `MAX_PORT_RULES` port rules: the first ones are kept, the rest dropped
+/// (the packets they would allow are denied: fail closed).
+pub fn flatten(rules: &[AllowRule], owner: &str, diags: &mut Vec<Diagnostic>) -> Vec<TrieEntry> {
+    let normalized: Vec<(IpNet, Vec<IpNet>, PortRule)> = rules
+        .iter()
+        .map(|r| {
+            (
+                r.net.trunc(),
+                r.except.iter().map(IpNet::trunc).collect(),
+                r.rule,
+            )
+        })
+        .collect();
+    let mut by_net: HashMap<IpNet, Vec<usize>> = HashMap::new();
+    let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
+    for (i, (net, except, _)) in normalized.iter().enumerate() {
+        by_net.entry(*net).or_default().push(i);
+        prefixes.insert(*net);
+        prefixes.extend(except.iter().copied());
+    }
+    let mut entries = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        let mut port_rules = Vec::new();
+        let mut ancestor = Some(prefix);
+        while let Some(net) = ancestor {
+            for &i in by_net.get(&net).into_iter().flatten() {
+                let (_, except, rule) = &normalized[i];
+                if !except.iter().any(|e| e.contains(&prefix)) {
+                    port_rules.push(*rule);
+                }
+            }
+            ancestor = net.supernet();
+        }
+        let mut port_rules = normalize_port_rules(port_rules);
+        if port_rules.len() > MAX_PORT_RULES {
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                object: owner.to_owned(),
+                field: format!("egress rules for {prefix}"),
+                message: format!(
+                    "{} port rules apply to {prefix}, more than the datapath holds ({MAX_PORT_RULES}); only the first {MAX_PORT_RULES} are kept, traffic the others allow is denied (fail closed)",
+                    port_rules.len()
+                ),
+                source: None,
+            });
+            port_rules.truncate(MAX_PORT_RULES);
+        }
+        entries.push(TrieEntry {
+            net: prefix,
+            rules: rule_set(&port_rules),
+        });
+    }
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::{PROTO_TCP, PROTO_UDP};
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("test net")
+    }
+
+    fn ports(proto: u8, reason: u8, lo: u16, hi: u16) -> PortRule {
+        PortRule {
+            proto,
+            reason,
+            port_lo: lo,
+            port_hi: hi,
+        }
+    }
+
+    fn allow(n: &str, except: &[&str], rule: PortRule) -> AllowRule {
+        AllowRule {
+            net: net(n),
+            except: except.iter().map(|e| net(e)).collect(),
+            rule,
+        }
+    }
+
+    fn rules_of<'a>(entries: &'a [TrieEntry], n: &str) -> &'a [PortRule] {
+        let e = entries
+            .iter()
+            .find(|e| e.net == net(n))
+            .unwrap_or_else(|| panic!("no entry for {n}"));
+        &e.rules.rules[..e.rules.count as usize]
+    }
+
+    #[test]
+    fn overlapping_prefixes_inherit_and_higher_reason_covers() {
+        let mut diags = Vec::new();
+        let cluster = PortRule::any(REASON_CLUSTER_INTERNAL);
+        let dns = ports(PROTO_UDP, REASON_DNS, 53, 53);
+        let entries = flatten(
+            &[
+                allow("10.0.0.0/8", &[], cluster),
+                allow("10.1.2.3/32", &[], PortRule::any(REASON_GATEWAY)),
+                allow("10.96.0.10/32", &[], dns),
+                allow("10.96.0.0/12", &[], cluster),
+                allow("fd00::/8", &[], cluster),
+            ],
+            "test",
+            &mut diags,
+        );
+        assert!(diags.is_empty());
+        assert_eq!(entries.len(), 5);
+        assert_eq!(rules_of(&entries, "10.0.0.0/8"), &[cluster]);
+        assert_eq!(
+            rules_of(&entries, "10.1.2.3/32"),
+            &[PortRule::any(REASON_GATEWAY)]
+        );
+        assert_eq!(
+            rules_of(&entries, "10.96.0.10/32"),
+            &[dns, cluster],
+            "dns first, cluster still allows all"
+        );
+        assert_eq!(rules_of(&entries, "fd00::/8"), &[cluster]);
+        let mut sorted = entries.clone();
+        sorted.sort_by_key(|e| e.net);
+        assert_eq!(entries, sorted, "entries sorted by prefix");
+    }
+
+    #[test]
+    fn except_removes_the_rule_below_it_only() {
+        let mut diags = Vec::new();
+        let cluster = PortRule::any(REASON_CLUSTER_INTERNAL);
+        let np = ports(PROTO_TCP, REASON_NETWORK_POLICY, 443, 443);
+        let entries = flatten(
+            &[
+                allow("10.0.0.0/8", &["10.1.0.0/16"], cluster),
+                allow("10.1.2.0/24", &[], np),
+                allow(
+                    "0.0.0.0/0",
+                    &["10.1.2.128/25"],
+                    ports(PROTO_UDP, REASON_NETWORK_POLICY, 1, 1024),
+                ),
+            ],
+            "test",
+            &mut diags,
+        );
+        let udp = ports(PROTO_UDP, REASON_NETWORK_POLICY, 1, 1024);
+        assert_eq!(rules_of(&entries, "0.0.0.0/0"), &[udp]);
+        assert_eq!(rules_of(&entries, "10.0.0.0/8"), &[udp, cluster]);
+        assert_eq!(
+            rules_of(&entries, "10.1.0.0/16"),
+            &[udp],
+            "cluster rule excepted"
+        );
+        assert_eq!(rules_of(&entries, "10.1.2.0/24"), &[np, udp]);
+        assert_eq!(
+            rules_of(&entries, "10.1.2.128/25"),
+            &[np],
+            "udp excepted, np inherited"
+        );
+        assert_eq!(entries.len(), 5);
+    }
+
+    #[test]
+    fn except_without_other_rules_is_an_empty_entry() {
+        let mut diags = Vec::new();
+        let entries = flatten(
+            &[allow(
+                "10.0.0.0/8",
+                &["10.9.0.0/16"],
+                PortRule::any(REASON_NETWORK_POLICY),
+            )],
+            "t",
+            &mut diags,
+        );
+        assert_eq!(entries.len(), 2);
+        assert!(rules_of(&entries, "10.9.0.0/16").is_empty());
+    }
+
+    #[test]
+    fn nets_are_truncated() {
+        let mut diags = Vec::new();
+        let entries = flatten(
+            &[allow(
+                "10.1.2.3/8",
+                &[],
+                PortRule::any(REASON_CLUSTER_INTERNAL),
+            )],
+            "t",
+            &mut diags,
+        );
+        assert_eq!(entries[0].net, net("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn port_ranges_coalesce_per_proto_and_reason() {
+        let np = REASON_NETWORK_POLICY;
+        let out = normalize_port_rules(vec![
+            ports(PROTO_TCP, np, 95, 120),
+            ports(PROTO_TCP, np, 80, 90),
+            ports(PROTO_TCP, np, 91, 100),
+            ports(PROTO_TCP, np, 80, 90),
+            ports(PROTO_UDP, np, 100, 110),
+            ports(PROTO_TCP, REASON_CLUSTER_INTERNAL, 121, 130),
+            ports(PROTO_TCP, np, 200, 200),
+        ]);
+        assert_eq!(
+            out,
+            vec![
+                ports(PROTO_TCP, np, 80, 120),
+                ports(PROTO_TCP, np, 200, 200),
+                ports(PROTO_UDP, np, 100, 110),
+                ports(PROTO_TCP, REASON_CLUSTER_INTERNAL, 121, 130),
+            ]
+        );
+        let edge = normalize_port_rules(vec![
+            ports(PROTO_TCP, np, 1, u16::MAX),
+            ports(PROTO_TCP, np, 5, u16::MAX),
+        ]);
+        assert_eq!(edge, vec![ports(PROTO_TCP, np, 1, u16::MAX)]);
+    }
+
+    #[test]
+    fn all_traffic_rule_covers_lower_priority_rules_only() {
+        let out = normalize_port_rules(vec![
+            ports(PROTO_TCP, REASON_CLUSTER_INTERNAL, 80, 80),
+            PortRule::any(REASON_NETWORK_POLICY),
+            ports(PROTO_UDP, REASON_DNS, 53, 53),
+            ports(PROTO_TCP, REASON_NETWORK_POLICY, 443, 443),
+            PortRule::any(REASON_CLUSTER_INTERNAL),
+        ]);
+        assert_eq!(
+            out,
+            vec![
+                ports(PROTO_UDP, REASON_DNS, 53, 53),
+                PortRule::any(REASON_NETWORK_POLICY)
+            ]
+        );
+    }
+
+    #[test]
+    fn overflow_keeps_the_first_rules_and_reports() {
+        let mut diags = Vec::new();
+        let many: Vec<AllowRule> = (0..20u16)
+            .map(|i| {
+                allow(
+                    "192.0.2.0/24",
+                    &[],
+                    ports(PROTO_TCP, REASON_NETWORK_POLICY, 1000 + 2 * i, 1000 + 2 * i),
+                )
+            })
+            .collect();
+        let entries = flatten(&many, "Pod shop/web", &mut diags);
+        let kept = rules_of(&entries, "192.0.2.0/24");
+        assert_eq!(kept.len(), MAX_PORT_RULES);
+        assert_eq!(kept[0].port_lo, 1000);
+        assert_eq!(
+            kept[MAX_PORT_RULES - 1].port_lo,
+            1000 + 2 * (MAX_PORT_RULES as u16 - 1)
+        );
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].severity, Severity::Error);
+        assert_eq!(diags[0].object, "Pod shop/web");
+        assert!(diags[0].field.contains("192.0.2.0/24"));
+    }
+}

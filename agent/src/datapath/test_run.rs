@@ -1,0 +1,77 @@
+//! Running the kernel's own programs on made-up packets
+//! (BPF_PROG_TEST_RUN): `verify` and the benchmarks.
+use agent_common::{
+    VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_RESULT, VERIFY_RESULT_VALID,
+};
+use aya::{
+    programs::{CgroupSkb, TestRun, TestRunOptions},
+    Ebpf,
+};
+
+use super::{object::VERIFY_PROGRAM, DatapathError};
+
+/// `sizeof(struct __sk_buff)`; `cb[0]` is at offset 48.
+const SKB_CTX_SIZE: usize = 192;
+const CB_OFFSET: usize = 48;
+
+/// What the verify program answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelVerdict {
+    pub verdict: u8,
+    pub reason: u8,
+    pub mode: u8,
+}
+
+pub fn prog_err(name: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathError + '_ {
+    move |source| DatapathError::TestRun { name: name.to_string(), source }
+}
+
+/// Loads a cgroup_skb program of `ebpf` (not attached) for test runs.
+pub fn load_skb_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSkb, DatapathError> {
+    let p = ebpf.program_mut(name).ok_or_else(|| DatapathError::MissingMap { name: name.to_string() })?;
+    let p: &mut CgroupSkb = p.try_into().map_err(prog_err(name))?;
+    p.load().map_err(prog_err(name))?;
+    Ok(p)
+}
+
+/// Runs the verify program for the workload registered under
+/// `cgroup_id` on `frame`.
+pub fn verify(prog: &CgroupSkb, cgroup_id: u64, frame: &[u8]) -> Result<KernelVerdict, DatapathError> {
+    let mut ctx_in = [0u8; SKB_CTX_SIZE];
+    let put = |ctx: &mut [u8; SKB_CTX_SIZE], idx: usize, v: u32| {
+        let off = CB_OFFSET + idx * 4;
+        ctx[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    };
+    put(&mut ctx_in, VERIFY_CB_CGROUP_LO, cgroup_id as u32);
+    put(&mut ctx_in, VERIFY_CB_CGROUP_HI, (cgroup_id >> 32) as u32);
+    let mut ctx_out = [0u8; SKB_CTX_SIZE];
+    let mut data_out = vec![0u8; frame.len() + 64];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut data_out),
+        ctx_in: Some(&ctx_in),
+        ctx_out: Some(&mut ctx_out),
+        ..TestRunOptions::default()
+    };
+    prog.test_run(opts).map_err(prog_err(VERIFY_PROGRAM))?;
+    let off = CB_OFFSET + VERIFY_CB_RESULT * 4;
+    let r = u32::from_ne_bytes([ctx_out[off], ctx_out[off + 1], ctx_out[off + 2], ctx_out[off + 3]]);
+    if r & VERIFY_RESULT_VALID == 0 {
+        return Err(DatapathError::NoVerdict);
+    }
+    Ok(KernelVerdict { verdict: r as u8, reason: (r >> 8) as u8, mode: (r >> 16) as u8 })
+}
+
+/// Runs `prog` `repeat` times on `frame`; returns the kernel's mean time
+/// per run in nanoseconds and the return value.
+pub fn time(prog: &CgroupSkb, frame: &[u8], repeat: u32) -> Result<(f64, u32), DatapathError> {
+    let mut data_out = vec![0u8; frame.len() + 64];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut data_out),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    let r = prog.test_run(opts).map_err(prog_err("bench"))?;
+    Ok((r.duration.as_nanos() as f64, r.return_value))
+}

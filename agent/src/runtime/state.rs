@@ -1,0 +1,139 @@
+//! The agent's status file, read by `tollgate status` and `verify`.
+use std::{collections::BTreeMap, io::Write, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use super::{time::now_rfc3339, AgentConfig};
+use crate::{
+    datapath::reconcile::ApplyReport,
+    desired::{Diagnostic, Mode},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub mode: Mode,
+    pub gateway: bool,
+    pub sidecar_redirect: bool,
+    pub policy: u32,
+    pub workload_id: u32,
+    /// Cgroups found for the pod on this node (0: not running here yet).
+    pub cgroups: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusFile {
+    pub generation: u64,
+    pub pid: u32,
+    pub updated_at: String,
+    pub started_at: String,
+    pub source: String,
+    pub manifests: String,
+    pub node: Option<String>,
+    pub bpffs: String,
+    pub cgroup_root: String,
+    pub cluster_cidrs: Vec<String>,
+    /// True when this agent adopted the programs a previous one pinned.
+    pub adopted: bool,
+    pub last_apply: ApplyReportJson,
+    pub rule_entries: usize,
+    pub workloads: Vec<WorkloadStatus>,
+    pub diagnostics: Vec<DiagnosticJson>,
+    /// `namespace/name` → IPs of every pod in the input.
+    pub pods: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApplyReportJson {
+    pub rules_written: usize,
+    pub rules_removed: usize,
+    pub cgroups_written: usize,
+    pub cgroups_removed: usize,
+    pub workloads_written: usize,
+    pub workloads_retired: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticJson {
+    pub severity: String,
+    pub object: String,
+    pub field: String,
+    pub message: String,
+    pub source: Option<String>,
+}
+
+impl StatusFile {
+    pub fn new(cfg: &AgentConfig, adopted: bool) -> Self {
+        Self {
+            generation: 0,
+            pid: std::process::id(),
+            updated_at: now_rfc3339(),
+            started_at: now_rfc3339(),
+            source: "files".into(),
+            manifests: cfg.manifests.display().to_string(),
+            node: cfg.node_name.clone(),
+            bpffs: cfg.bpffs.display().to_string(),
+            cgroup_root: cfg.cgroup_root.display().to_string(),
+            cluster_cidrs: cfg.cluster_cidrs.iter().map(|c| c.to_string()).collect(),
+            adopted,
+            last_apply: ApplyReportJson::default(),
+            rule_entries: 0,
+            workloads: Vec::new(),
+            diagnostics: Vec::new(),
+            pods: BTreeMap::new(),
+        }
+    }
+
+    pub fn update(
+        &mut self,
+        workloads: Vec<WorkloadStatus>,
+        diagnostics: &[Diagnostic],
+        report: ApplyReport,
+        pods: BTreeMap<String, Vec<String>>,
+        rule_entries: usize,
+    ) {
+        self.generation += 1;
+        self.updated_at = now_rfc3339();
+        self.workloads = workloads;
+        self.rule_entries = rule_entries;
+        self.pods = pods;
+        self.last_apply = ApplyReportJson {
+            rules_written: report.rules_written,
+            rules_removed: report.rules_removed,
+            cgroups_written: report.cgroups_written,
+            cgroups_removed: report.cgroups_removed,
+            workloads_written: report.workloads_written,
+            workloads_retired: report.workloads_retired,
+        };
+        self.diagnostics = diagnostics
+            .iter()
+            .map(|d| DiagnosticJson {
+                severity: format!("{:?}", d.severity).to_lowercase(),
+                object: d.object.clone(),
+                field: d.field.clone(),
+                message: d.message.clone(),
+                source: d.source.clone(),
+            })
+            .collect();
+    }
+
+    /// Writes atomically (temp file + rename).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut f, self).map_err(std::io::Error::other)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+}

@@ -1,0 +1,81 @@
+//! `tollgate-e2e demo`: the egress-gateway story as a connectivity matrix.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+use tollgate_e2e::pods::{self, PodSpec};
+use tollgate_e2e::probe::ProbeResult;
+use tollgate_e2e::story::{v4, v6, Story};
+
+pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) -> Result<()> {
+    let problems = tollgate_e2e::util::preflight_problems();
+    if !problems.is_empty() {
+        anyhow::bail!("environment not ready:\n  - {}", problems.join("\n  - "));
+    }
+    let me = std::env::current_exe().context("locating own binary")?;
+    let tollgate = tollgate.unwrap_or_else(tollgate_e2e::agent::default_tollgate_bin);
+    println!("building topology ...");
+    let mut story = Story::build(&me)?;
+    if let Some(src) = manifests {
+        for e in std::fs::read_dir(&story.manifests)?.flatten() {
+            std::fs::remove_file(e.path())?;
+        }
+        for e in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))?.flatten() {
+            let p = e.path();
+            if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
+                std::fs::copy(&p, story.manifests.join(e.file_name()))?;
+            }
+        }
+        story.manifests_source = src.display().to_string();
+    }
+    println!("run {}: manifests from {}", story.prefix, story.manifests_source);
+    println!("starting agent {} ...", tollgate.display());
+    if let Err(e) = story.start_agent(&tollgate) {
+        if let Some(a) = &story.agent {
+            eprintln!("agent log:\n{}", a.logs_text());
+        }
+        return Err(e);
+    }
+    println!("agent applied (pid {:?})\n", story.agent().pid());
+
+    let t = Duration::from_millis(1500);
+    let gw = pods::EGRESS_GATEWAY;
+    let cols = ["external v4", "external v6", "via gateway v4", "via gateway v6", "DNS (udp)"];
+    let rows = [pods::TEST_EGRESS_SLEEP, pods::DEFAULT_SLEEP, gw];
+    let mut table: Vec<(PodSpec, Vec<ProbeResult>)> = Vec::new();
+    for pod in rows {
+        let cells = vec![
+            story.probe_tcp(&pod, v4(pods::EXTERNAL_V4, 80), true, t)?,
+            story.probe_tcp(&pod, v6(pods::EXTERNAL_V6, 80), true, t)?,
+            story.probe_tcp(&pod, v4(gw.ipv4, pods::GATEWAY_PORT), true, t)?,
+            story.probe_tcp(&pod, v6(gw.ipv6, pods::GATEWAY_PORT), true, t)?,
+            story.probe_dns(&pod, v4(pods::COREDNS.ipv4, 53), "A", false)?,
+        ];
+        table.push((pod, cells));
+    }
+    let w0 = 34;
+    let w = 24;
+    print!("{:w0$}", "from \\ to");
+    for c in cols {
+        print!("{c:w$}");
+    }
+    println!();
+    for (pod, cells) in &table {
+        print!("{:w0$}", pod.key());
+        for c in cells {
+            print!("{:w$}", format!("{} {}ms", c.verdict(), c.elapsed_ms));
+        }
+        println!();
+    }
+    println!("\ntollgate counters:\n{}", story.agent().counters_text().unwrap_or_else(|e| format!("{e:#}")));
+    if keep {
+        let hint = story.teardown_hint();
+        story.keep();
+        println!("kept running. Netns: {}", story.topo.namespaces().join(" "));
+        println!("cgroup root: {}\nto tear down:\n{hint}", story.cgroups.root.display());
+    } else {
+        drop(story);
+        println!("torn down.");
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `tollgate-e2e`: servers, probes and process helpers for the Tollgate
+//! end-to-end harness, plus `demo` (a readable connectivity matrix).
+
+mod demo;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tollgate_e2e::{dns, probe, procs, serve};
+
+#[derive(Parser)]
+#[command(name = "tollgate-e2e", about = "Tollgate end-to-end harness helpers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Minimal HTTP/1.1 server answering `external-ok from <local addr>`.
+    HttpServe {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// TCP forwarder: each --listen is paired with the --to in the same position.
+    TcpForward {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        #[arg(long, required = true)]
+        to: Vec<SocketAddr>,
+    },
+    /// DNS over UDP and TCP answering A/AAAA from --record NAME=IP.
+    DnsServe {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        #[arg(long)]
+        record: Vec<String>,
+    },
+    /// One probe; prints one JSON line and exits 0 whatever the outcome.
+    Probe {
+        #[command(subcommand)]
+        kind: ProbeKind,
+    },
+    /// Join a cgroup and a netns, then exec the command.
+    ExecIn {
+        #[arg(long)]
+        netns: Option<String>,
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Build the topology, run the agent, print the connectivity matrix.
+    Demo {
+        #[arg(long, env = "TOLLGATE_BIN")]
+        tollgate: Option<PathBuf>,
+        /// Manifests to copy (default: examples/istio-egress-gateway or the built-in fixture).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Leave everything running and print how to tear it down.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProbeKind {
+    Tcp {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        http_get: bool,
+    },
+    Dns {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "A")]
+        r#type: String,
+        #[arg(long)]
+        tcp: bool,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+    Udp {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value = "ping")]
+        payload: String,
+    },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("tollgate-e2e: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::HttpServe { listen } => serve::http_serve(&listen),
+        Cmd::TcpForward { listen, to } => {
+            if listen.len() != to.len() {
+                bail!("tcp-forward: give one --to per --listen");
+            }
+            serve::tcp_forward(&listen.into_iter().zip(to).collect::<Vec<_>>())
+        }
+        Cmd::DnsServe { listen, record } => dns::dns_serve(&listen, dns::parse_records(&record)?),
+        Cmd::Probe { kind } => {
+            let r = match kind {
+                ProbeKind::Tcp { to, timeout_ms, http_get } => probe::tcp(to, Duration::from_millis(timeout_ms), http_get),
+                ProbeKind::Dns { server, name, r#type, tcp, timeout_ms } => {
+                    let qtype = match r#type.to_ascii_uppercase().as_str() {
+                        "A" => dns::TYPE_A,
+                        "AAAA" => dns::TYPE_AAAA,
+                        t => bail!("unsupported --type {t} (A or AAAA)"),
+                    };
+                    probe::dns(server, &name, qtype, tcp, Duration::from_millis(timeout_ms))
+                }
+                ProbeKind::Udp { to, payload } => probe::udp(to, &payload),
+            };
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::ExecIn { netns, cgroup, command } => procs::exec_in(netns.as_deref(), cgroup.as_deref(), &command),
+        Cmd::Demo { tollgate, manifests, keep } => demo::run(tollgate, manifests, keep),
+    }
+}
