@@ -159,8 +159,11 @@ impl Agent {
     /// not listed). Fails early if the agent dies.
     pub fn wait_applied(&mut self, ns: &str, pod: &str, mode: &str, after_generation: Option<u64>, timeout: Duration) -> Result<Value> {
         let what = format!("agent to apply {ns}/{pod} mode={mode}");
-        crate::util::poll(&what, timeout, || {
-            self.check_alive()?;
+        let r = crate::util::poll(&what, timeout, || {
+            // A dead agent is final: stop polling at once.
+            if let Err(e) = self.check_alive() {
+                return Ok(Some(Err(e)));
+            }
             let st = match self.status() {
                 Ok(s) => s,
                 Err(e) => return Err(e.context("status not available yet")),
@@ -180,8 +183,9 @@ impl Agent {
                 Some(w) => w["mode"].as_str() == Some(mode) && (mode == "off" || w["cgroups"].as_u64().unwrap_or(0) >= 1),
                 None => mode == "off",
             };
-            Ok(ok.then_some(st))
-        })
+            Ok(ok.then_some(Ok(st)))
+        })?;
+        r.with_context(|| what.clone())
     }
 
     pub fn logs_text(&self) -> String {

@@ -14,11 +14,11 @@ pub enum DatapathError {
     Io { what: String, #[source] source: std::io::Error },
     #[error("loading the kernel programs: {0}")]
     Load(#[from] aya::EbpfError),
-    #[error("program {name}: {source}")]
+    #[error("program {name}: {source}{}", chain(source))]
     Program { name: String, #[source] source: aya::programs::ProgramError },
     #[error("pinning {path}: {source}")]
     Pin { path: PathBuf, #[source] source: aya::pin::PinError },
-    #[error("map {name}: {source}")]
+    #[error("map {name}: {source}{}", chain(source))]
     Map { name: String, #[source] source: aya::maps::MapError },
     #[error("link {path}: {source}")]
     Link { path: PathBuf, #[source] source: aya::programs::links::LinkError },
@@ -26,7 +26,7 @@ pub enum DatapathError {
     MissingMap { name: String },
     #[error("no free workload id (all {0} in use)")]
     NoWorkloadId(u32),
-    #[error("BPF_PROG_TEST_RUN of {name}: {source}")]
+    #[error("BPF_PROG_TEST_RUN of {name}: {source}{}", chain(source))]
     TestRun { name: String, #[source] source: aya::programs::ProgramError },
     #[error("the verify program gave no verdict (workload not registered)")]
     NoVerdict,
@@ -42,4 +42,17 @@ impl DatapathError {
     pub fn is_environment(&self) -> bool {
         !matches!(self, DatapathError::NoVerdict)
     }
+}
+
+/// The causes below an error, as ": cause: cause" (aya's errors keep the
+/// errno in their source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }

@@ -50,7 +50,8 @@ fn cgroup_id(path: &Path) -> Result<u64, DatapathError> {
         .map_err(|e| DatapathError::io(format!("reading cgroup root {}", path.display()), e))
 }
 
-/// Loads, then adopts or attaches. A replaced program is detached only
+/// Loads, then adopts or attaches (as bpf links, which coexist with other
+/// programs on the same cgroup). A replaced program is detached only
 /// after its successor is attached, so enforcement never stops.
 pub fn start_agent_datapath(pins: PinDir, cgroup_root: &Path) -> Result<AgentDatapath, DatapathError> {
     pins.create()?;
@@ -70,7 +71,8 @@ pub fn start_agent_datapath(pins: PinDir, cgroup_root: &Path) -> Result<AgentDat
     for name in ATTACHED_PROGRAMS {
         let link = attach_one(&mut ebpf, name, &cgroup)?;
         let final_path = pins.link(name);
-        let new_path = final_path.with_extension("new");
+        // bpffs refuses names with dots.
+        let new_path = pins.link(&format!("{name}_next"));
         let _ = std::fs::remove_file(&new_path);
         let pinned = link
             .pin(&new_path)
@@ -106,7 +108,9 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, cgroup: &File) -> Result<FdLink, Data
         source: aya::programs::ProgramError::UnexpectedProgramType,
     };
     let program = ebpf.program_mut(name).ok_or_else(missing)?;
-    let mode = CgroupAttachMode::AllowMultiple;
+    // bpf_link attachments to a cgroup always run beside other programs
+    // (multi semantics) and the kernel wants flags 0 for them.
+    let mode = CgroupAttachMode::Single;
     if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
         p.load().map_err(prog_err(name))?;
         let kind = if name == "tg_ingress" {
