@@ -1,0 +1,160 @@
+//! The datapath against the real kernel: a private, unattached load of the
+//! embedded programs, filled by the reconciler, asked through
+//! BPF_PROG_TEST_RUN. Needs root and a bpffs at /sys/fs/bpf; fails (never
+//! skips) without them.
+use std::path::{Path, PathBuf};
+
+use agent_common::{CounterKey, CounterValue, VERDICT_ALLOW, VERDICT_DROP};
+use aya::maps::PerCpuValues;
+use tollgate::{
+    cgroups::CgroupIndex,
+    compiler::{self, CompilerConfig},
+    datapath::{
+        bpffs::PinDir,
+        ids::{verify_cgroup, RETIRED_WORKLOAD},
+        load::load_object,
+        packet::{self, Protocol},
+        pinned::Maps,
+        reconcile, test_run,
+    },
+    desired::DesiredState,
+    model::Snapshot,
+};
+
+struct Pins(PathBuf);
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn pins(tag: &str) -> (Pins, PinDir) {
+    let dir = PathBuf::from(format!("/sys/fs/bpf/tollgate-it-{tag}-{}", std::process::id()));
+    let pd = PinDir::new(&dir);
+    pd.create().expect("needs root and a bpffs at /sys/fs/bpf (run via `cargo xtask test`)");
+    (Pins(dir), pd)
+}
+
+fn snapshot(extra: &str) -> Snapshot {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio-egress-gateway");
+    let mut text = String::new();
+    for f in ["namespaces.yaml", "pods.yaml", "services.yaml", "gateway.yaml"] {
+        text.push_str(&std::fs::read_to_string(root.join(f)).unwrap());
+        text.push_str("\n---\n");
+    }
+    text.push_str(extra);
+    let mut snap = Snapshot::new();
+    let mut diags = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if !v.is_null() {
+            snap.add_document("test", v, &mut diags);
+        }
+    }
+    assert!(diags.is_empty(), "{diags:?}");
+    snap
+}
+
+fn compile(snap: &Snapshot) -> DesiredState {
+    let cidrs = ["10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"].iter().map(|c| c.parse().unwrap()).collect();
+    compiler::compile(snap, &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs })
+}
+
+fn workload_id(maps: &Maps, ns: &str, pod: &str) -> u32 {
+    maps.workloads
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(_, w)| {
+            let (n, p, _) = tollgate::datapath::ids::decode(w);
+            n == ns && p == pod
+        })
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("{ns}/{pod} not registered"))
+}
+
+fn ask(prog: &aya::programs::CgroupSkb, id: u32, dst: &str, proto: Protocol, port: u16) -> (bool, &'static str) {
+    let dst: std::net::IpAddr = dst.parse().unwrap();
+    let src: std::net::IpAddr = if dst.is_ipv4() { "10.244.0.10".parse().unwrap() } else { "fd00:10:244::10".parse().unwrap() };
+    let v = test_run::verify(prog, verify_cgroup(id), &packet::build(src, dst, proto, 40000, port)).unwrap();
+    (v.verdict == VERDICT_ALLOW, agent_common::reason_code(v.reason))
+}
+
+#[test]
+fn second_apply_of_the_same_state_writes_nothing() {
+    let (_g, pd) = pins("idem");
+    let mut ebpf = load_object(&pd).unwrap();
+    let mut maps = Maps::take(&mut ebpf).unwrap();
+    let desired = compile(&snapshot(""));
+    let (first, reg) = reconcile::apply(&mut maps, &desired, &CgroupIndex::default()).unwrap();
+    assert!(first.rules_written > 0 && first.cgroups_written == 4 && first.workloads_written == 4, "{first:?}");
+    assert_eq!(reg.len(), 4);
+    let (second, _) = reconcile::apply(&mut maps, &desired, &CgroupIndex::default()).unwrap();
+    assert!(!second.changed(), "re-applying rewrote {second:?}");
+}
+
+#[test]
+fn network_policy_truth_table_in_the_kernel() {
+    let (_g, pd) = pins("np");
+    let mut ebpf = load_object(&pd).unwrap();
+    let mut maps = Maps::take(&mut ebpf).unwrap();
+    let policy = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-out, namespace: test-egress}
+spec:
+  podSelector: {matchLabels: {app: sleep}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: 198.51.100.0/24, except: [198.51.100.128/25]}
+    ports:
+    - {protocol: TCP, port: 443}
+    - {protocol: UDP, port: 5000, endPort: 5010}
+"#;
+    let desired = compile(&snapshot(policy));
+    reconcile::apply(&mut maps, &desired, &CgroupIndex::default()).unwrap();
+    let prog = test_run::load_skb_program(&mut ebpf, "tg_verify").unwrap();
+    let id = workload_id(&maps, "test-egress", "sleep");
+    let cases: [(&str, Protocol, u16, bool, &str); 9] = [
+        ("198.51.100.10", Protocol::Tcp, 443, true, "network-policy"),
+        ("198.51.100.10", Protocol::Tcp, 80, false, "no-rule"),
+        ("198.51.100.200", Protocol::Tcp, 443, false, "no-rule"),
+        ("198.51.100.10", Protocol::Udp, 5005, true, "network-policy"),
+        ("198.51.100.10", Protocol::Udp, 5011, false, "no-rule"),
+        ("198.51.100.10", Protocol::Icmp, 0, false, "no-rule"),
+        // A policy selects the pod: the cluster CIDRs are no longer open...
+        ("10.244.0.11", Protocol::Tcp, 80, false, "no-rule"),
+        // ...but the gateway and DNS always are.
+        ("10.244.0.20", Protocol::Tcp, 8080, true, "gateway"),
+        ("10.96.0.10", Protocol::Udp, 53, true, "dns"),
+    ];
+    for (dst, proto, port, allow, reason) in cases {
+        let got = ask(prog, id, dst, proto, port);
+        assert_eq!(got, (allow, reason), "{dst} {proto:?}/{port}");
+    }
+    let other = workload_id(&maps, "default", "sleep");
+    assert_eq!(ask(prog, other, "198.51.100.200", Protocol::Tcp, 1), (true, "not-enforced"));
+}
+
+#[test]
+fn counters_of_removed_pods_move_to_the_node_total() {
+    let (_g, pd) = pins("retire");
+    let mut ebpf = load_object(&pd).unwrap();
+    let mut maps = Maps::take(&mut ebpf).unwrap();
+    let snap = snapshot("");
+    let desired = compile(&snap);
+    reconcile::apply(&mut maps, &desired, &CgroupIndex::default()).unwrap();
+    let id = workload_id(&maps, "test-egress", "sleep");
+    let key = CounterKey { workload: id, verdict: VERDICT_DROP, reason: 8, _pad: [0; 2] };
+    let n = aya::util::nr_cpus().unwrap();
+    let vals = PerCpuValues::try_from(vec![CounterValue { packets: 3, bytes: 100 }; n]).unwrap();
+    maps.counters.insert(key, vals, 0).unwrap();
+    let mut smaller = desired.clone();
+    smaller.workloads.retain(|_, w| !(w.namespace == "test-egress" && w.name == "sleep"));
+    let (report, _) = reconcile::apply(&mut maps, &smaller, &CgroupIndex::default()).unwrap();
+    assert_eq!(report.workloads_retired, 1);
+    assert!(maps.counters.get(&key, 0).is_err(), "the gone pod's counters remain");
+    let retired = maps.counters.get(&CounterKey { workload: RETIRED_WORKLOAD, ..key }, 0).unwrap();
+    let total: u64 = retired.iter().map(|v| v.packets).sum();
+    assert_eq!(total, 3 * n as u64);
+}
