@@ -146,9 +146,9 @@ fn cargo_test(ws: &Workspace) -> Result<()> {
     exec(
         crate::cargo()
             .current_dir(&ws.root)
-            .args(["test", "--workspace", "--release"])
+            .args(["test", "--workspace", "--release", "--no-fail-fast"])
             .env("TOLLGATE_EBPF_OBJ", ws.ebpf_obj())
             .env("TOLLGATE_BIN", ws.tollgate()),
-        "cargo test --workspace --release",
+        "cargo test --workspace --release --no-fail-fast",
     )
 }

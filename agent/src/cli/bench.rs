@@ -29,6 +29,17 @@ fn own_cgroup_id() -> Result<u64, CliError> {
     std::fs::metadata(&path).map(|m| m.ino()).map_err(|e| CliError::Environment(format!("{}: {e}", path.display())))
 }
 
+/// A real interface of this network namespace for the made-up packet to
+/// "leave" through (nothing is sent: test runs never transmit).
+fn first_non_loopback_ifindex() -> Result<u32, CliError> {
+    let dir = std::fs::read_dir("/sys/class/net").map_err(|e| CliError::Environment(format!("/sys/class/net: {e}")))?;
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("ifindex")).ok())
+        .filter_map(|s| s.trim().parse::<u32>().ok())
+        .find(|i| *i != 1)
+        .ok_or_else(|| CliError::Environment("no network interface besides lo to run the benchmark on".into()))
+}
+
 pub fn run(bpffs: &Path, prefixes: u32, repeat: u32) -> Result<(), CliError> {
     let parent = bpffs.parent().unwrap_or(Path::new("/sys/fs/bpf"));
     let dir = parent.join(format!("tollgate-bench-{}", std::process::id()));
@@ -67,17 +78,22 @@ fn bench(pins: &PinDir, prefixes: u32, repeat: u32) -> Result<(), CliError> {
     ];
     // Not enforced: this process's cgroup is not registered.
     let frame = packet::build(src, "203.0.113.10".parse().unwrap_or(src), Protocol::Tcp, 40000, 80);
-    let (ns, _) = test_run::time(prog, &frame, repeat)?;
+    let ifindex = first_non_loopback_ifindex()?;
+    let (ns, _) = test_run::time(prog, &frame, ifindex, repeat)?;
     println!("bench-datapath: {prefixes} rule prefixes loaded in {:.1} ms ({:.2} µs/prefix)", fill.as_secs_f64() * 1e3, fill.as_secs_f64() * 1e6 / prefixes.max(1) as f64);
     println!("{:<34} {:>10}", "case (tg_egress, kernel-timed)", "ns/packet");
-    println!("{:<34} {:>10.1}", "not enforced (cgroup not registered)", ns);
+    println!("{:<34} {:>10.1}", "host process (not a pod)", ns);
     let me = own_cgroup_id()?;
+    let off = CgroupEntry { workload: 2, policy: 0, mode: agent_common::MODE_OFF, flags: 0, _pad: [0; 6] };
+    maps.cgroups.insert(me, off, 0).map_err(map_err("TG_CGROUPS"))?;
+    let (ns, _) = test_run::time(prog, &frame, ifindex, repeat)?;
+    println!("{:<34} {:>10.1}", "pod not enforced (one lookup)", ns);
     let entry = CgroupEntry { workload: 1, policy: 7, mode: MODE_ENFORCE, flags: 0, _pad: [0; 6] };
     maps.cgroups.insert(me, entry, 0).map_err(map_err("TG_CGROUPS"))?;
     for (name, dst, port) in cases {
         let frame = packet::build(src, dst.parse().unwrap_or(src), Protocol::Tcp, 40000, port);
-        let (ns, ret) = test_run::time(prog, &frame, repeat)?;
-        println!("{:<34} {:>10.1}   (returned {ret})", name, ns);
+        let (ns, ret) = test_run::time(prog, &frame, ifindex, repeat)?;
+        println!("{:<34} {:>10.1}   ({})", name, ns, if ret == 1 { "passed" } else { "dropped" });
     }
     let _ = maps.cgroups.remove(&me);
     Ok(())

@@ -62,13 +62,21 @@ pub fn verify(prog: &CgroupSkb, cgroup_id: u64, frame: &[u8]) -> Result<KernelVe
     Ok(KernelVerdict { verdict: r as u8, reason: (r >> 8) as u8, mode: (r >> 16) as u8 })
 }
 
-/// Runs `prog` `repeat` times on `frame`; returns the kernel's mean time
-/// per run in nanoseconds and the return value.
-pub fn time(prog: &CgroupSkb, frame: &[u8], repeat: u32) -> Result<(f64, u32), DatapathError> {
+/// Offset of `ifindex` in `struct __sk_buff`.
+const IFINDEX_OFFSET: usize = 40;
+
+/// Runs `prog` `repeat` times on `frame` as if it left through interface
+/// `ifindex` (test runs default to `lo`, which the egress program lets
+/// pass untouched); returns the kernel's mean time per run in nanoseconds
+/// and the return value.
+pub fn time(prog: &CgroupSkb, frame: &[u8], ifindex: u32, repeat: u32) -> Result<(f64, u32), DatapathError> {
     let mut data_out = vec![0u8; frame.len() + 64];
+    let mut ctx_in = [0u8; SKB_CTX_SIZE];
+    ctx_in[IFINDEX_OFFSET..IFINDEX_OFFSET + 4].copy_from_slice(&ifindex.to_ne_bytes());
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut data_out),
+        ctx_in: Some(&ctx_in),
         repeat,
         ..TestRunOptions::default()
     };
