@@ -13,7 +13,7 @@ use crate::maps::TG_CGROUPS;
 
 #[inline(always)]
 pub fn resolve(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<CgroupEntry> {
-    if let Some(e) = unsafe { TG_CGROUPS.get(&own) } {
+    if let Some(e) = unsafe { TG_CGROUPS.get(own) } {
         return Some(*e);
     }
     let mut level = 1;
@@ -22,7 +22,7 @@ pub fn resolve(own: u64, ancestor: impl Fn(i32) -> u64) -> Option<CgroupEntry> {
         if id == 0 || id == own {
             return None;
         }
-        if let Some(e) = unsafe { TG_CGROUPS.get(&id) } {
+        if let Some(e) = unsafe { TG_CGROUPS.get(id) } {
             return Some(*e);
         }
         level += 1;

@@ -110,7 +110,7 @@ pub fn decide(entry: &CgroupEntry, flow: &Flow, check_replies: bool) -> Decision
     }
     if check_replies && flow.ports_known {
         let key = reply_key(entry.workload, flow);
-        if unsafe { TG_REPLIES.get(&key) }.is_some() {
+        if unsafe { TG_REPLIES.get(key) }.is_some() {
             return Decision { allow: true, reason: REASON_REPLY };
         }
     }

@@ -26,13 +26,13 @@ pub fn verdict(entry: &CgroupEntry, d: &Decision) -> u8 {
 #[inline(always)]
 pub fn count(workload: u32, verdict: u8, reason: u8, bytes: u64) {
     let key = CounterKey { workload, verdict, reason, _pad: [0; 2] };
-    match TG_COUNTERS.get_ptr_mut(&key) {
+    match TG_COUNTERS.get_ptr_mut(key) {
         Some(v) => unsafe {
             (*v).packets += 1;
             (*v).bytes += bytes;
         },
         None => {
-            let _ = TG_COUNTERS.insert(&key, &CounterValue { packets: 1, bytes }, 0);
+            let _ = TG_COUNTERS.insert(key, CounterValue { packets: 1, bytes }, 0);
         }
     }
 }
@@ -51,7 +51,7 @@ pub fn flow(workload: u32, verdict: u8, reason: u8, f: &Flow, bytes: u64) {
         dport: f.dport,
     };
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    match TG_FLOWS.get_ptr_mut(&key) {
+    match TG_FLOWS.get_ptr_mut(key) {
         Some(v) => unsafe {
             (*v).last_ns = now;
             (*v).packets += 1;
@@ -59,7 +59,7 @@ pub fn flow(workload: u32, verdict: u8, reason: u8, f: &Flow, bytes: u64) {
         },
         None => {
             let v = FlowValue { first_ns: now, last_ns: now, packets: 1, bytes };
-            let _ = TG_FLOWS.insert(&key, &v, 0);
+            let _ = TG_FLOWS.insert(key, v, 0);
         }
     }
 }

@@ -75,7 +75,7 @@ pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
     reply.dst = inbound.src;
     let key = reply_key(entry.workload, &reply);
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if let Some(seen) = TG_REPLIES.get_ptr_mut(&key) {
+    if let Some(seen) = TG_REPLIES.get_ptr_mut(key) {
         unsafe { *seen = now };
         return PASS;
     }
@@ -89,7 +89,7 @@ pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
             return PASS;
         }
     }
-    let _ = TG_REPLIES.insert(&key, &now, 0);
+    let _ = TG_REPLIES.insert(key, now, 0);
     PASS
 }
 
@@ -101,7 +101,7 @@ pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
 pub fn tg_verify(mut ctx: SkBuffContext) -> i32 {
     let cb = ctx.skb.cb();
     let id = (cb[VERIFY_CB_CGROUP_LO] as u64) | ((cb[VERIFY_CB_CGROUP_HI] as u64) << 32);
-    let Some(entry) = (unsafe { TG_CGROUPS.get(&id) }).copied() else {
+    let Some(entry) = (unsafe { TG_CGROUPS.get(id) }).copied() else {
         ctx.skb.cb_mut()[VERIFY_CB_RESULT] = 0;
         return PASS;
     };

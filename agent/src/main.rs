@@ -147,9 +147,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             let manifests = manifests
                 .ok_or_else(|| CliError::Input("agent: flag --manifests: required with --source files".into()))?;
-            if metrics_addr.is_some() {
-                tracing::warn!("--metrics-addr is accepted but the metrics endpoint is not served yet");
-            }
             let cfg = AgentConfig {
                 manifests,
                 node_name,
@@ -158,6 +155,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 cluster_cidrs,
                 state_dir,
                 poll: Duration::from_millis(poll_ms.max(50)),
+                metrics_addr,
             };
             runtime::run(cfg).map_err(|e| match e {
                 runtime::RuntimeError::Datapath(d) => CliError::from(d),

@@ -1,5 +1,6 @@
 //! `tollgate agent`: the loop that keeps the datapath equal to what the
 //! source and the cgroup tree say.
+pub mod http;
 pub mod state;
 pub mod time;
 
@@ -31,6 +32,8 @@ pub struct AgentConfig {
     pub cluster_cidrs: Vec<IpNet>,
     pub state_dir: PathBuf,
     pub poll: Duration,
+    /// Where to serve /metrics, /healthz and /readyz.
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ pub enum RuntimeError {
     Source { path: PathBuf, message: String },
     #[error("cgroup root {path}: {message}")]
     Cgroups { path: PathBuf, message: String },
+    #[error("serving metrics on {addr}: {source}")]
+    Metrics { addr: String, #[source] source: std::io::Error },
     #[error("writing status {path}: {source}")]
     Status { path: PathBuf, #[source] source: std::io::Error },
 }
@@ -80,6 +85,11 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     let mut compiled = compile_dir(&cfg)?;
     let mut fingerprint = files::fingerprint(&cfg.manifests).ok();
     let mut dp = datapath::load::start_agent_datapath(PinDir::new(&cfg.bpffs), &cfg.cgroup_root)?;
+    let generation = http::Generation::default();
+    if let Some(addr) = &cfg.metrics_addr {
+        http::spawn(addr, cfg.bpffs.clone(), generation.clone())
+            .map_err(|source| RuntimeError::Metrics { addr: addr.clone(), source })?;
+    }
     let status_path = cfg.state_dir.join("status.json");
     let mut status = StatusFile::new(&cfg, dp.outcome == AttachOutcome::Adopted);
     let mut index: Option<CgroupIndex> = None;
@@ -145,6 +155,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
                     status
                         .write(&status_path)
                         .map_err(|source| RuntimeError::Status { path: status_path.clone(), source })?;
+                    generation.store(status.generation, std::sync::atomic::Ordering::Relaxed);
                     info!(generation = status.generation, "datapath in sync");
                 }
                 Err(e) => warn!(error = %e, "applying to the datapath failed; retrying"),

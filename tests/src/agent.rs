@@ -22,6 +22,8 @@ pub struct AgentConfig {
     pub manifests: PathBuf,
     pub cgroup_root: PathBuf,
     pub log_dir: PathBuf,
+    /// `--metrics-addr` of the agent (loopback, a free port).
+    pub metrics_addr: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,7 +73,21 @@ impl Agent {
         for cidr in crate::pods::CLUSTER_CIDRS {
             c.args(["--cluster-cidr", cidr]);
         }
+        c.args(["--metrics-addr", &self.cfg.metrics_addr]);
         c
+    }
+
+    /// GET `path` from the agent's metrics endpoint; (status line, body).
+    pub fn http_get(&self, path: &str) -> Result<(String, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.cfg.metrics_addr)
+            .with_context(|| format!("connecting to {}", self.cfg.metrics_addr))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        Ok((head.lines().next().unwrap_or_default().to_string(), body.to_string()))
     }
 
     fn spawn(&mut self) -> Result<()> {

@@ -129,6 +129,7 @@ impl Story {
             manifests: self.manifests.clone(),
             cgroup_root: self.cgroups.root.clone(),
             log_dir: self.dir.path.clone(),
+            metrics_addr: free_loopback_addr(),
         }
     }
 
@@ -234,4 +235,12 @@ impl Drop for Story {
             }
         }
     }
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_loopback_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "127.0.0.1:19964".to_string())
 }

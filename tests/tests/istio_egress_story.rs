@@ -80,6 +80,21 @@ fn enforced_pod_leaves_only_through_gateway() {
         c.dropped_packets > before.dropped_packets
     });
 
+    // The same counters through Prometheus, and the probes.
+    let agent = story.agent.as_ref().expect("agent runs");
+    let (status, body) = agent.http_get("/metrics").expect("GET /metrics");
+    assert!(status.contains("200"), "/metrics: {status}");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("tollgate_workload_packets_total{namespace=\"test-egress\",pod=\"sleep\",verdict=\"dropped\"}"))
+        .unwrap_or_else(|| panic!("no dropped series for test-egress/sleep in:\n{body}"));
+    let n: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    assert!(n > before.dropped_packets, "metrics say {n} dropped, before {}", before.dropped_packets);
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _) = agent.http_get(probe).expect(probe);
+        assert!(status.contains("200"), "{probe}: {status}");
+    }
+
     // b. through the gateway.
     let r = story.probe_tcp(&te(), v4(gw.ipv4, pods::GATEWAY_PORT), true, T).unwrap();
     assert_external_ok(&r, "test-egress/sleep -> gateway 10.244.0.20:8080", ext4);
