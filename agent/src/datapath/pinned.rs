@@ -21,46 +21,40 @@ pub struct Maps {
     pub meta: Array<MapData, u64>,
 }
 
-fn typed<T>(name: &str, map: Map) -> Result<T, DatapathError>
+fn typed<T>((name, map): (String, Map)) -> Result<T, DatapathError>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
-    T::try_from(map).map_err(|source| DatapathError::Map { name: name.to_string(), source })
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
 }
 
 impl Maps {
     /// Takes the maps out of a loaded object (the programs keep using them).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
-        let mut take = |name: &str| {
+        Self::build(|name| {
             ebpf.take_map(name).ok_or_else(|| DatapathError::MissingMap { name: name.to_string() })
-        };
-        Ok(Self {
-            cgroups: typed(map_names::CGROUPS, take(map_names::CGROUPS)?)?,
-            rules_v4: typed(map_names::RULES_V4, take(map_names::RULES_V4)?)?,
-            rules_v6: typed(map_names::RULES_V6, take(map_names::RULES_V6)?)?,
-            counters: typed(map_names::COUNTERS, take(map_names::COUNTERS)?)?,
-            workloads: typed(map_names::WORKLOADS, take(map_names::WORKLOADS)?)?,
-            flows: typed(map_names::FLOWS, take(map_names::FLOWS)?)?,
-            meta: typed(map_names::META, take(map_names::META)?)?,
         })
     }
 
     /// Opens the maps an agent pinned, without loading any program.
     pub fn open_pinned(pins: &PinDir) -> Result<Self, DatapathError> {
         pins.require_pinned()?;
-        let open = |name: &str| -> Result<Map, DatapathError> {
-            let data = MapData::from_pin(pins.map(name))
-                .map_err(|source| DatapathError::Map { name: name.to_string(), source })?;
-            Map::from_map_data(data).map_err(|source| DatapathError::Map { name: name.to_string(), source })
-        };
+        Self::build(|name| {
+            let data = MapData::from_pin(pins.map(name)).map_err(map_err(name))?;
+            Map::from_map_data(data).map_err(map_err(name))
+        })
+    }
+
+    fn build(mut get: impl FnMut(&str) -> Result<Map, DatapathError>) -> Result<Self, DatapathError> {
+        let mut map = |name: &str| get(name).map(|m| (name.to_string(), m));
         Ok(Self {
-            cgroups: typed(map_names::CGROUPS, open(map_names::CGROUPS)?)?,
-            rules_v4: typed(map_names::RULES_V4, open(map_names::RULES_V4)?)?,
-            rules_v6: typed(map_names::RULES_V6, open(map_names::RULES_V6)?)?,
-            counters: typed(map_names::COUNTERS, open(map_names::COUNTERS)?)?,
-            workloads: typed(map_names::WORKLOADS, open(map_names::WORKLOADS)?)?,
-            flows: typed(map_names::FLOWS, open(map_names::FLOWS)?)?,
-            meta: typed(map_names::META, open(map_names::META)?)?,
+            cgroups: typed(map(map_names::CGROUPS)?)?,
+            rules_v4: typed(map(map_names::RULES_V4)?)?,
+            rules_v6: typed(map(map_names::RULES_V6)?)?,
+            counters: typed(map(map_names::COUNTERS)?)?,
+            workloads: typed(map(map_names::WORKLOADS)?)?,
+            flows: typed(map(map_names::FLOWS)?)?,
+            meta: typed(map(map_names::META)?)?,
         })
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use agent_common::{CgroupEntry, CounterKey, CounterValue, RuleSet};
 use aya::maps::PerCpuValues;
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::{
@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{cgroups::CgroupIndex, desired::DesiredState};
 
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApplyReport {
     pub rules_written: usize,
     pub rules_removed: usize,

@@ -37,22 +37,12 @@ pub struct StatusFile {
     pub cluster_cidrs: Vec<String>,
     /// True when this agent adopted the programs a previous one pinned.
     pub adopted: bool,
-    pub last_apply: ApplyReportJson,
+    pub last_apply: ApplyReport,
     pub rule_entries: usize,
     pub workloads: Vec<WorkloadStatus>,
     pub diagnostics: Vec<DiagnosticJson>,
     /// `namespace/name` → IPs of every pod in the input.
     pub pods: BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ApplyReportJson {
-    pub rules_written: usize,
-    pub rules_removed: usize,
-    pub cgroups_written: usize,
-    pub cgroups_removed: usize,
-    pub workloads_written: usize,
-    pub workloads_retired: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,7 +68,7 @@ impl StatusFile {
             cgroup_root: cfg.cgroup_root.display().to_string(),
             cluster_cidrs: cfg.cluster_cidrs.iter().map(|c| c.to_string()).collect(),
             adopted,
-            last_apply: ApplyReportJson::default(),
+            last_apply: ApplyReport::default(),
             rule_entries: 0,
             workloads: Vec::new(),
             diagnostics: Vec::new(),
@@ -99,14 +89,7 @@ impl StatusFile {
         self.workloads = workloads;
         self.rule_entries = rule_entries;
         self.pods = pods;
-        self.last_apply = ApplyReportJson {
-            rules_written: report.rules_written,
-            rules_removed: report.rules_removed,
-            cgroups_written: report.cgroups_written,
-            cgroups_removed: report.cgroups_removed,
-            workloads_written: report.workloads_written,
-            workloads_retired: report.workloads_retired,
-        };
+        self.last_apply = report;
         self.diagnostics = diagnostics
             .iter()
             .map(|d| DiagnosticJson {
