@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::desired::Severity;
-use crate::model::ObjectKind;
+use crate::model::{ObjectKind, ObjectRef};
 
 use super::objects::{object_ref, pod_ref};
 use super::Ctx;
@@ -22,7 +22,6 @@ pub(crate) fn pod_ips(ctx: &mut Ctx<'_>, pod: &Pod) -> Vec<IpAddr> {
     let Some(status) = pod.status.as_ref() else {
         return Vec::new();
     };
-    let mut found = Vec::new();
     let mut candidates: Vec<(String, &str)> = Vec::new();
     if let Some(ip) = status.pod_ip.as_deref() {
         candidates.push(("status.podIP".to_owned(), ip));
@@ -30,22 +29,7 @@ pub(crate) fn pod_ips(ctx: &mut Ctx<'_>, pod: &Pod) -> Vec<IpAddr> {
     for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
         candidates.push((format!("status.podIPs[{i}].ip"), ip.ip.as_str()));
     }
-    for (field, text) in candidates {
-        if text.is_empty() {
-            continue;
-        }
-        match text.parse::<IpAddr>() {
-            Ok(ip) if !found.contains(&ip) => found.push(ip),
-            Ok(_) => {}
-            Err(_) => ctx.report(
-                Severity::Error,
-                &pod_ref(pod),
-                field,
-                format!("{text:?} is not an IP address; ignored"),
-            ),
-        }
-    }
-    found
+    parse_ips(ctx, &pod_ref(pod), candidates)
 }
 
 /// `spec.clusterIP` and `spec.clusterIPs` of a Service (none for headless
@@ -61,23 +45,8 @@ pub(crate) fn service_cluster_ips(ctx: &mut Ctx<'_>, svc: &Service) -> Vec<IpAdd
     for (i, ip) in spec.cluster_ips.iter().flatten().enumerate() {
         candidates.push((format!("spec.clusterIPs[{i}]"), ip.as_str()));
     }
-    let mut found = Vec::new();
-    for (field, text) in candidates {
-        if text.is_empty() || text == "None" {
-            continue;
-        }
-        match text.parse::<IpAddr>() {
-            Ok(ip) if !found.contains(&ip) => found.push(ip),
-            Ok(_) => {}
-            Err(_) => ctx.report(
-                Severity::Error,
-                &object_ref(ObjectKind::Service, &svc.metadata),
-                field,
-                format!("{text:?} is not an IP address; ignored"),
-            ),
-        }
-    }
-    found
+    candidates.retain(|(_, text)| *text != "None");
+    parse_ips(ctx, &object_ref(ObjectKind::Service, &svc.metadata), candidates)
 }
 
 /// Addresses of the endpoints of `slice` for which `keep(endpoint index)`
@@ -106,6 +75,23 @@ pub(crate) fn slice_addresses(
                     format!("{text:?} is not an IP address; ignored"),
                 ),
             }
+        }
+    }
+    found
+}
+
+/// Parses (field, text) address candidates of one object, in order and
+/// without duplicates; empty ones are skipped and bad ones reported.
+fn parse_ips(ctx: &mut Ctx<'_>, object: &ObjectRef, candidates: Vec<(String, &str)>) -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    for (field, text) in candidates {
+        if text.is_empty() {
+            continue;
+        }
+        match text.parse::<IpAddr>() {
+            Ok(ip) if !found.contains(&ip) => found.push(ip),
+            Ok(_) => {}
+            Err(_) => ctx.report(Severity::Error, object, field, format!("{text:?} is not an IP address; ignored")),
         }
     }
     found
