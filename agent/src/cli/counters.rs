@@ -8,8 +8,9 @@ use serde::Serialize;
 use super::{CliError, OutputFormat};
 use crate::datapath::{bpffs::PinDir, ids, pinned::Maps};
 
+/// Packets and bytes by verdict, for the node or one workload.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
-pub struct NodeCounters {
+pub struct Totals {
     pub allowed_packets: u64,
     pub allowed_bytes: u64,
     pub dropped_packets: u64,
@@ -23,19 +24,30 @@ pub struct WorkloadCounters {
     pub namespace: String,
     pub pod: String,
     pub uid: String,
-    pub allowed_packets: u64,
-    pub allowed_bytes: u64,
-    pub dropped_packets: u64,
-    pub dropped_bytes: u64,
-    pub audited_packets: u64,
-    pub audited_bytes: u64,
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Packets by reason code, e.g. {"no-rule": 3, "gateway": 10}.
     pub reasons: BTreeMap<String, u64>,
 }
 
+impl Totals {
+    /// Adds what a counter holds; false for an unknown verdict.
+    fn add(&mut self, verdict: u8, packets: u64, bytes: u64) -> bool {
+        let (p, b) = match verdict {
+            VERDICT_ALLOW => (&mut self.allowed_packets, &mut self.allowed_bytes),
+            VERDICT_DROP => (&mut self.dropped_packets, &mut self.dropped_bytes),
+            VERDICT_AUDIT => (&mut self.audited_packets, &mut self.audited_bytes),
+            _ => return false,
+        };
+        *p += packets;
+        *b += bytes;
+        true
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Counters {
-    pub node: NodeCounters,
+    pub node: Totals,
     pub workloads: Vec<WorkloadCounters>,
 }
 
@@ -46,36 +58,15 @@ pub fn read(maps: &Maps) -> Result<Counters, CliError> {
         names.insert(id, ids::decode(&info));
     }
     let mut per: BTreeMap<u32, WorkloadCounters> = BTreeMap::new();
-    let mut node = NodeCounters::default();
+    let mut node = Totals::default();
     for item in maps.counters.iter() {
         let (key, values) = item.map_err(|e| CliError::Environment(format!("reading TG_COUNTERS: {e}")))?;
         let (packets, bytes) = values.iter().fold((0u64, 0u64), |(p, b), v| (p + v.packets, b + v.bytes));
-        let (np, nb, wp, wb) = match key.verdict {
-            VERDICT_ALLOW => (&mut node.allowed_packets, &mut node.allowed_bytes, 0, 0),
-            VERDICT_DROP => (&mut node.dropped_packets, &mut node.dropped_bytes, 1, 1),
-            VERDICT_AUDIT => (&mut node.audited_packets, &mut node.audited_bytes, 2, 2),
-            _ => continue,
-        };
-        *np += packets;
-        *nb += bytes;
-        if key.workload == ids::RETIRED_WORKLOAD {
+        if !node.add(key.verdict, packets, bytes) || key.workload == ids::RETIRED_WORKLOAD {
             continue;
         }
         let w = per.entry(key.workload).or_default();
-        match (wp, wb) {
-            (0, _) => {
-                w.allowed_packets += packets;
-                w.allowed_bytes += bytes;
-            }
-            (1, _) => {
-                w.dropped_packets += packets;
-                w.dropped_bytes += bytes;
-            }
-            _ => {
-                w.audited_packets += packets;
-                w.audited_bytes += bytes;
-            }
-        }
+        w.totals.add(key.verdict, packets, bytes);
         *w.reasons.entry(agent_common::reason_code(key.reason).to_string()).or_default() += packets;
     }
     let mut workloads = Vec::new();
@@ -117,7 +108,13 @@ pub fn render(c: &Counters) -> String {
     for w in &c.workloads {
         s.push_str(&format!(
             "{:<16} {:<28} {:>10} {:>12} {:>10} {:>12} {:>10}\n",
-            w.namespace, w.pod, w.allowed_packets, w.allowed_bytes, w.dropped_packets, w.dropped_bytes, w.audited_packets
+            w.namespace,
+            w.pod,
+            w.totals.allowed_packets,
+            w.totals.allowed_bytes,
+            w.totals.dropped_packets,
+            w.totals.dropped_bytes,
+            w.totals.audited_packets
         ));
     }
     s

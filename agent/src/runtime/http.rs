@@ -82,7 +82,7 @@ pub fn metrics(bpffs: &std::path::Path, generation: u64) -> Result<String, Strin
     out.push_str("# TYPE tollgate_workload_packets_total counter\n");
     for w in &c.workloads {
         let (ns, pod) = (label(&w.namespace), label(&w.pod));
-        for (verdict, n) in [("allowed", w.allowed_packets), ("dropped", w.dropped_packets), ("audited", w.audited_packets)] {
+        for (verdict, n) in [("allowed", w.totals.allowed_packets), ("dropped", w.totals.dropped_packets), ("audited", w.totals.audited_packets)] {
             out.push_str(&format!("tollgate_workload_packets_total{{namespace=\"{ns}\",pod=\"{pod}\",verdict=\"{verdict}\"}} {n}\n"));
         }
     }
