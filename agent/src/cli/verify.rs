@@ -9,7 +9,7 @@ use std::{
 };
 
 use agent_common::{reason_code, MODE_AUDIT, MODE_ENFORCE, VERDICT_ALLOW};
-use aya::{programs::CgroupSkb, Ebpf};
+use aya::Ebpf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -124,18 +124,6 @@ impl Verifier {
         }
     }
 
-    fn program(&mut self) -> Result<&CgroupSkb, CliError> {
-        let p = self
-            .ebpf
-            .program_mut(VERIFY_PROGRAM)
-            .ok_or_else(|| CliError::Environment("the kernel object has no verify program".into()))?;
-        let p: &mut CgroupSkb = p.try_into().map_err(|e| CliError::Environment(format!("{e}")))?;
-        if p.fd().is_err() {
-            p.load().map_err(|e| CliError::Environment(format!("loading {VERIFY_PROGRAM}: {e}")))?;
-        }
-        Ok(p)
-    }
-
     pub fn ask(&mut self, q: &Query) -> Result<Answer, CliError> {
         let proto = Protocol::parse(&q.protocol)
             .ok_or_else(|| CliError::Input(format!("query: field protocol: unknown protocol {:?} (tcp, udp, sctp, icmp)", q.protocol)))?;
@@ -152,7 +140,7 @@ impl Verifier {
             .and_then(|ips| ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()).find(|a| a.is_ipv4() == dst.is_ipv4()))
             .unwrap_or(if dst.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) });
         let frame = packet::build(src, dst, proto, 40_000, q.to_port);
-        let prog = self.program()?;
+        let prog = test_run::load_skb_program(&mut self.ebpf, VERIFY_PROGRAM)?;
         let v = test_run::verify(prog, verify_cgroup(id), &frame)?;
         let verdict = if v.verdict == VERDICT_ALLOW { "allow" } else { "deny" };
         let mode = match v.mode {

@@ -26,11 +26,14 @@ pub fn prog_err(name: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathE
     move |source| DatapathError::TestRun { name: name.to_string(), source }
 }
 
-/// Loads a cgroup_skb program of `ebpf` (not attached) for test runs.
+/// Loads a cgroup_skb program of `ebpf` (not attached) for test runs;
+/// a program already loaded is returned as it is.
 pub fn load_skb_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut CgroupSkb, DatapathError> {
     let p = ebpf.program_mut(name).ok_or_else(|| DatapathError::MissingMap { name: name.to_string() })?;
     let p: &mut CgroupSkb = p.try_into().map_err(prog_err(name))?;
-    p.load().map_err(prog_err(name))?;
+    if p.fd().is_err() {
+        p.load().map_err(prog_err(name))?;
+    }
     Ok(p)
 }
 
