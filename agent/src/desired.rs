@@ -62,6 +62,9 @@ pub struct AllowRule {
     pub except: Vec<IpNet>,
     #[serde(skip)]
     pub rule: PortRule,
+    /// What granted the rule, in the operator's words (e.g.
+    /// `NetworkPolicy x/allow-dns spec.egress[0].to[1]`): named by `verify`.
+    pub origin: String,
 }
 
 /// A flattened trie entry: for every address whose longest matching
@@ -117,4 +120,10 @@ pub struct DesiredState {
     /// restarts.
     pub policies: BTreeMap<u32, Vec<TrieEntry>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Host names whose addresses the rules need (OSM `Egress` hosts,
+    /// `MESH_INTERNAL` ServiceEntry endpoints given by name): the runtime
+    /// resolves them and compiles again with the answers.
+    pub hosts: std::collections::BTreeSet<String>,
+    /// Where each rule came from, for `verify` and `status`.
+    pub explain: crate::explain::Explain,
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compiler;
 pub mod datapath;
 pub mod desired;
+pub mod explain;
 pub mod model;
 pub mod runtime;
 pub mod source;

@@ -59,7 +59,7 @@ struct Compiled {
 fn compile_dir(cfg: &AgentConfig) -> Result<Compiled, RuntimeError> {
     let (snapshot, mut diags) = files::load_dir(&cfg.manifests)
         .map_err(|e| RuntimeError::Source { path: cfg.manifests.clone(), message: e.to_string() })?;
-    let config = CompilerConfig { node_name: cfg.node_name.clone(), cluster_cidrs: cfg.cluster_cidrs.clone() };
+    let config = CompilerConfig { node_name: cfg.node_name.clone(), cluster_cidrs: cfg.cluster_cidrs.clone(), ..Default::default() };
     let mut desired = compiler::compile(&snapshot, &config);
     diags.append(&mut desired.diagnostics);
     diags.sort();

@@ -109,7 +109,7 @@ impl Verifier {
                 for d in &diags {
                     eprintln!("warning: {d}");
                 }
-                let desired = compiler::compile(&snapshot, &CompilerConfig { node_name: None, cluster_cidrs });
+                let desired = compiler::compile(&snapshot, &CompilerConfig { node_name: None, cluster_cidrs, ..Default::default() });
                 let parent = bpffs.parent().unwrap_or(Path::new("/sys/fs/bpf"));
                 let private = parent.join(format!("tollgate-verify-{}", std::process::id()));
                 let guard = PrivatePins(private.clone());

@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use agent_common::{PortRule, PROTO_TCP, PROTO_UDP, REASON_DNS};
 
 use crate::desired::AllowRule;
+use crate::model::ObjectKind;
 
 use super::ips::{host_net, pod_ips, service_cluster_ips, slice_addresses};
-use super::objects::{is_finished, labels, name, namespace};
+use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
 use super::selectors::map_selects_some;
 use super::Ctx;
 
@@ -28,7 +29,7 @@ pub fn dns_port_rules() -> [PortRule; 2] {
 
 pub(crate) fn dns_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
     let snapshot = ctx.snapshot;
-    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut ips: Vec<(IpAddr, String)> = Vec::new();
     let dns_services = snapshot.services.iter().filter(|svc| {
         namespace(&svc.metadata) == DNS_NAMESPACE
             && labels(&svc.metadata)
@@ -36,7 +37,9 @@ pub(crate) fn dns_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
                 .is_some_and(|v| v == DNS_SERVICE_LABEL.1)
     });
     for svc in dns_services {
-        ips.extend(service_cluster_ips(ctx, svc));
+        let svc_ref = object_ref(ObjectKind::Service, &svc.metadata).qualified();
+        let origin = format!("cluster DNS Service {svc_ref}");
+        ips.extend(service_cluster_ips(ctx, svc).into_iter().map(|ip| (ip, origin.clone())));
         if let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) {
             let pods = snapshot.pods.iter().filter(|pod| {
                 namespace(&pod.metadata) == DNS_NAMESPACE
@@ -44,7 +47,8 @@ pub(crate) fn dns_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
                     && map_selects_some(selector, labels(&pod.metadata))
             });
             for pod in pods {
-                ips.extend(pod_ips(ctx, pod));
+                let origin = format!("cluster DNS pod {} (Service {svc_ref})", pod_ref(pod).qualified());
+                ips.extend(pod_ips(ctx, pod).into_iter().map(|ip| (ip, origin.clone())));
             }
         }
         let svc_name = name(&svc.metadata);
@@ -55,17 +59,20 @@ pub(crate) fn dns_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
                     .is_some_and(|v| v == svc_name)
         });
         for slice in slices {
-            ips.extend(slice_addresses(ctx, slice, |_| true));
+            let origin = format!("cluster DNS endpoint (Service {svc_ref})");
+            ips.extend(slice_addresses(ctx, slice, |_| true).into_iter().map(|ip| (ip, origin.clone())));
         }
     }
+    let mut seen = std::collections::BTreeSet::new();
+    ips.retain(|(ip, _)| seen.insert(*ip));
     ips.sort();
-    ips.dedup();
     ips.into_iter()
-        .flat_map(|ip| {
+        .flat_map(|(ip, origin)| {
             dns_port_rules().map(|rule| AllowRule {
                 net: host_net(ip),
                 except: Vec::new(),
                 rule,
+                origin: origin.clone(),
             })
         })
         .collect()

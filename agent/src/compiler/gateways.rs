@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use agent_common::{PortRule, REASON_GATEWAY};
 
 use crate::desired::AllowRule;
-use crate::model::Snapshot;
+use crate::model::{ObjectKind, Snapshot};
 
 use super::ips::{host_net, pod_ips, service_cluster_ips, slice_addresses};
-use super::objects::{is_finished, labels, namespace, pod_key, PodKey};
+use super::objects::{is_finished, labels, namespace, object_ref, pod_key, pod_ref, PodKey};
 use super::selectors::map_selects_some;
 use super::Ctx;
 
@@ -38,7 +38,7 @@ pub fn gateway_pods(snapshot: &Snapshot) -> BTreeSet<PodKey> {
 
 /// Allow rules (all ports and protocols) for the gateway pods' IPs, the
 /// cluster IPs of the Services that select them and the EndpointSlice
-/// addresses that point at them.
+/// addresses that point at them; each names the pod, Service or slice.
 pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> Vec<AllowRule> {
     let snapshot = ctx.snapshot;
     let gateway_pods: Vec<_> = snapshot
@@ -46,9 +46,10 @@ pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> V
         .iter()
         .filter(|p| gateways.contains(&pod_key(p)))
         .collect();
-    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut ips: Vec<(IpAddr, String)> = Vec::new();
     for pod in &gateway_pods {
-        ips.extend(pod_ips(ctx, pod));
+        let origin = format!("egress gateway pod {}", pod_ref(pod).qualified());
+        ips.extend(pod_ips(ctx, pod).into_iter().map(|ip| (ip, origin.clone())));
     }
     for svc in &snapshot.services {
         let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
@@ -59,7 +60,11 @@ pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> V
             namespace(&pod.metadata) == svc_ns && map_selects_some(selector, labels(&pod.metadata))
         });
         if selects_gateway {
-            ips.extend(service_cluster_ips(ctx, svc));
+            let origin = format!(
+                "egress gateway Service {}",
+                object_ref(ObjectKind::Service, &svc.metadata).qualified()
+            );
+            ips.extend(service_cluster_ips(ctx, svc).into_iter().map(|ip| (ip, origin.clone())));
         }
     }
     for slice in &snapshot.endpoint_slices {
@@ -77,15 +82,53 @@ pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> V
                         })
                 })
         };
-        ips.extend(slice_addresses(ctx, slice, targets_gateway));
+        let origin = format!(
+            "egress gateway endpoint in EndpointSlice {}",
+            object_ref(ObjectKind::EndpointSlice, &slice.metadata).qualified()
+        );
+        ips.extend(
+            slice_addresses(ctx, slice, targets_gateway)
+                .into_iter()
+                .map(|ip| (ip, origin.clone())),
+        );
     }
+    // One rule per address, named by its first source (pod, then Service,
+    // then slice).
+    let mut seen = BTreeSet::new();
+    ips.retain(|(ip, _)| seen.insert(*ip));
     ips.sort();
-    ips.dedup();
     ips.into_iter()
-        .map(|ip| AllowRule {
+        .map(|(ip, origin)| AllowRule {
             net: host_net(ip),
             except: Vec::new(),
             rule: PortRule::any(REASON_GATEWAY),
+            origin,
         })
         .collect()
+}
+
+/// The gateways in the operator's words, for explanations: each Istio
+/// `Gateway` with the pods it selects, and each labelled gateway pod.
+pub fn describe_gateways(snapshot: &Snapshot, gateways: &BTreeSet<PodKey>) -> Vec<String> {
+    let mut out = Vec::new();
+    for gw in &snapshot.gateways {
+        let pods: Vec<String> = snapshot
+            .pods
+            .iter()
+            .filter(|p| gateways.contains(&pod_key(p)) && map_selects_some(&gw.spec.selector, labels(&p.metadata)))
+            .map(|p| pod_ref(p).qualified())
+            .collect();
+        let gw_ref = object_ref(ObjectKind::Gateway, &gw.metadata);
+        if pods.is_empty() {
+            out.push(format!("{gw_ref} (selects no running pod)"));
+        } else {
+            out.push(format!("{gw_ref} (pods {})", pods.join(", ")));
+        }
+    }
+    for pod in snapshot.pods.iter().filter(|p| {
+        gateways.contains(&pod_key(p)) && labels(&p.metadata).get(GATEWAY_LABEL).is_some_and(|v| v == "true")
+    }) {
+        out.push(format!("pod {} (label {GATEWAY_LABEL}=true)", pod_ref(pod).qualified()));
+    }
+    out
 }

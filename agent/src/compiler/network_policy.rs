@@ -22,7 +22,7 @@ use crate::desired::{AllowRule, Severity};
 use crate::model::ObjectKind;
 
 use super::ips::{host_net, pod_ips};
-use super::objects::{is_finished, labels, name, namespace, object_ref};
+use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
 use super::selectors::label_selector_matches;
 use super::Ctx;
 
@@ -77,11 +77,15 @@ impl<'a> NetworkPolicies<'a> {
         }
     }
 
-    /// What the egress policies selecting `pod` allow, or `None` when no
-    /// such policy selects it.
-    pub fn rules_for(&mut self, ctx: &mut Ctx<'a>, pod: &Pod) -> Option<Vec<AllowRule>> {
+    /// What the egress policies selecting `pod` allow, and their
+    /// `namespace/name`s, or `None` when no such policy selects it.
+    pub fn rules_for(
+        &mut self,
+        ctx: &mut Ctx<'a>,
+        pod: &Pod,
+    ) -> Option<(Vec<AllowRule>, Vec<String>)> {
         let pod_ns = namespace(&pod.metadata);
-        let mut selected = false;
+        let mut selected = Vec::new();
         let mut out = Vec::new();
         for i in 0..self.policies.len() {
             let policy = self.policies[i];
@@ -107,13 +111,13 @@ impl<'a> NetworkPolicies<'a> {
                     continue;
                 }
             }
-            selected = true;
+            selected.push(format!("{pod_ns}/{}", name(&policy.metadata)));
             if self.rules[i].is_none() {
                 self.rules[i] = Some(self.policy_rules(ctx, policy));
             }
             out.extend(self.rules[i].iter().flatten().cloned());
         }
-        selected.then_some(out)
+        (!selected.is_empty()).then_some((out, selected))
     }
 
     fn policy_rules(&self, ctx: &mut Ctx<'a>, policy: &'a NetworkPolicy) -> Vec<AllowRule> {
@@ -138,6 +142,7 @@ impl<'a> NetworkPolicies<'a> {
         out: &mut Vec<AllowRule>,
     ) {
         let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata);
+        let rule_origin = format!("{object} spec.egress[{i}]");
         let ports: Vec<PortSpec> = match rule.ports.as_deref() {
             None | Some([]) => vec![PortSpec::Numbers(PortRule::any(REASON_NETWORK_POLICY))],
             Some(ports) => ports
@@ -165,7 +170,7 @@ impl<'a> NetworkPolicies<'a> {
                 .iter()
                 .filter_map(|n| n.parse::<IpNet>().ok())
             {
-                push_numeric(out, net, &[], &ports);
+                push_numeric(out, net, &[], &ports, &rule_origin);
             }
             let all: Vec<&'a Pod> = ctx
                 .snapshot
@@ -173,11 +178,12 @@ impl<'a> NetworkPolicies<'a> {
                 .iter()
                 .filter(|p| !is_finished(p))
                 .collect();
-            push_named(ctx, out, &all, &ports);
+            push_named(ctx, out, &all, &ports, &rule_origin);
             return;
         }
         for (j, peer) in peers.iter().enumerate() {
             let field = format!("spec.egress[{i}].to[{j}]");
+            let origin = format!("{object} {field}");
             if let Some(block) = &peer.ip_block {
                 let Ok(cidr) = block.cidr.parse::<IpNet>() else {
                     ctx.report(
@@ -191,7 +197,16 @@ impl<'a> NetworkPolicies<'a> {
                 let mut except = Vec::new();
                 for (k, e) in block.except.iter().flatten().enumerate() {
                     match e.parse::<IpNet>() {
-                        Ok(net) => except.push(net),
+                        Ok(net) if is_inside(net, cidr) => except.push(net),
+                        Ok(_) => ctx.report(
+                            Severity::Error,
+                            &object,
+                            format!("{field}.ipBlock.except[{k}]"),
+                            format!(
+                                "{e:?} is not inside the ipBlock CIDR {:?} (the API server refuses this); the peer allows nothing",
+                                block.cidr
+                            ),
+                        ),
                         Err(_) => ctx.report(
                             Severity::Error,
                             &object,
@@ -201,18 +216,19 @@ impl<'a> NetworkPolicies<'a> {
                     }
                 }
                 if except.len() == block.except.as_ref().map_or(0, Vec::len) {
-                    push_numeric(out, cidr, &except, &ports);
+                    push_numeric(out, cidr, &except, &ports, &origin);
                 }
                 continue;
             }
             match self.peer_pods(ctx, policy, peer) {
                 Ok(pods) => {
                     for pod in &pods {
+                        let pod_origin = format!("{origin} (pod {})", pod_ref(pod).qualified());
                         for ip in pod_ips(ctx, pod) {
-                            push_numeric(out, host_net(ip), &[], &ports);
+                            push_numeric(out, host_net(ip), &[], &ports, &pod_origin);
                         }
                     }
-                    push_named(ctx, out, &pods, &ports);
+                    push_named(ctx, out, &pods, &ports, &origin);
                 }
                 Err((sub, message)) => {
                     ctx.report(Severity::Error, &object, format!("{field}.{sub}"), message)
@@ -286,6 +302,12 @@ pub fn is_egress(policy: &NetworkPolicy) -> bool {
     }
 }
 
+/// An `except` must lie inside its `cidr` (same family, longer or equal
+/// prefix), as the API server checks.
+fn is_inside(except: IpNet, cidr: IpNet) -> bool {
+    cidr.contains(&except)
+}
+
 fn protocol(name: Option<&str>) -> Result<(u8, String), (String, String)> {
     match name.unwrap_or("TCP") {
         "TCP" => Ok((PROTO_TCP, "TCP".into())),
@@ -311,6 +333,10 @@ fn port_spec(port: &NetworkPolicyPort) -> Result<PortSpec, (String, String)> {
         })
     };
     match &port.port {
+        None if port.end_port.is_some() => Err((
+            "endPort".to_owned(),
+            "endPort needs port (the API server refuses this); the port allows nothing".to_owned(),
+        )),
         None => Ok(numbers(0, u16::MAX)),
         Some(IntOrString::Int(p)) => {
             let lo = u16::try_from(*p).ok().filter(|p| *p >= 1).ok_or_else(|| {
@@ -343,20 +369,33 @@ fn port_spec(port: &NetworkPolicyPort) -> Result<PortSpec, (String, String)> {
     }
 }
 
-fn push_numeric(out: &mut Vec<AllowRule>, net: IpNet, except: &[IpNet], ports: &[PortSpec]) {
+fn push_numeric(
+    out: &mut Vec<AllowRule>,
+    net: IpNet,
+    except: &[IpNet],
+    ports: &[PortSpec],
+    origin: &str,
+) {
     for spec in ports {
         if let PortSpec::Numbers(rule) = spec {
             out.push(AllowRule {
                 net: net.trunc(),
                 except: except.to_vec(),
                 rule: *rule,
+                origin: origin.to_owned(),
             });
         }
     }
 }
 
 /// Named ports resolve against each destination pod's container ports.
-fn push_named(ctx: &mut Ctx<'_>, out: &mut Vec<AllowRule>, pods: &[&Pod], ports: &[PortSpec]) {
+fn push_named(
+    ctx: &mut Ctx<'_>,
+    out: &mut Vec<AllowRule>,
+    pods: &[&Pod],
+    ports: &[PortSpec],
+    origin: &str,
+) {
     for spec in ports {
         let PortSpec::Named {
             name: port_name,
@@ -382,6 +421,7 @@ fn push_named(ctx: &mut Ctx<'_>, out: &mut Vec<AllowRule>, pods: &[&Pod], ports:
                     net: host_net(ip),
                     except: Vec::new(),
                     rule,
+                    origin: format!("{origin} (port {port_name:?} of pod {})", pod_ref(pod).qualified()),
                 });
             }
         }

@@ -2,14 +2,16 @@
 //! node-wide gateway and DNS rules of the global policy.
 //!
 //! Rule 3 of the contract (NetworkPolicies with `Egress` that select the
-//! pod) replaces rule 4 (the cluster CIDRs); rule 5 (mesh egress policy)
-//! will add to either here.
+//! pod) replaces rule 4 (the cluster CIDRs, which `MESH_INTERNAL`
+//! ServiceEntry addresses join); rule 5 (OSM `Egress` policies for the
+//! pod's ServiceAccount) adds to either.
 use agent_common::{PortRule, REASON_CLUSTER_INTERNAL};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::desired::AllowRule;
 
 use super::network_policy::NetworkPolicies;
+use super::osm_egress::EgressPolicies;
 use super::Ctx;
 
 /// The rules of one workload.
@@ -18,34 +20,53 @@ pub(crate) struct WorkloadRules {
     pub rules: Vec<AllowRule>,
     /// Rule 4 applies (no egress NetworkPolicy selects the pod).
     pub cluster_internal: bool,
+    /// Egress NetworkPolicies selecting the pod (`namespace/name`).
+    pub network_policies: Vec<String>,
+    /// OSM Egress policies granting the pod (`namespace/name`).
+    pub mesh_egress: Vec<String>,
+}
+
+/// What the cluster-internal rule (rule 4) covers: the cluster CIDRs and
+/// the `MESH_INTERNAL` ServiceEntry addresses.
+pub(crate) struct ClusterInternal {
+    pub rules: Vec<AllowRule>,
+}
+
+impl ClusterInternal {
+    pub fn new(ctx: &Ctx<'_>, mesh_internal: Vec<AllowRule>) -> Self {
+        let mut rules: Vec<AllowRule> = ctx
+            .config
+            .cluster_cidrs
+            .iter()
+            .map(|net| AllowRule {
+                net: net.trunc(),
+                except: Vec::new(),
+                rule: PortRule::any(REASON_CLUSTER_INTERNAL),
+                origin: format!("cluster CIDR {}", net.trunc()),
+            })
+            .collect();
+        rules.extend(mesh_internal);
+        Self { rules }
+    }
 }
 
 pub(crate) fn workload_rules<'a>(
     ctx: &mut Ctx<'a>,
     policies: &mut NetworkPolicies<'a>,
+    egress: &EgressPolicies,
+    cluster_internal: &ClusterInternal,
     pod: &Pod,
 ) -> WorkloadRules {
-    match policies.rules_for(ctx, pod) {
-        Some(rules) => WorkloadRules {
-            rules,
-            cluster_internal: false,
-        },
-        None => WorkloadRules {
-            rules: cluster_internal_rules(ctx),
-            cluster_internal: true,
-        },
+    let (mut rules, network_policies, is_cluster_internal) = match policies.rules_for(ctx, pod) {
+        Some((rules, names)) => (rules, names, false),
+        None => (cluster_internal.rules.clone(), Vec::new(), true),
+    };
+    let (mesh_rules, mesh_egress) = egress.rules_for(pod);
+    rules.extend(mesh_rules);
+    WorkloadRules {
+        rules,
+        cluster_internal: is_cluster_internal,
+        network_policies,
+        mesh_egress,
     }
-}
-
-/// Rule 4: everything inside the cluster CIDRs, on every port.
-fn cluster_internal_rules(ctx: &Ctx<'_>) -> Vec<AllowRule> {
-    ctx.config
-        .cluster_cidrs
-        .iter()
-        .map(|net| AllowRule {
-            net: net.trunc(),
-            except: Vec::new(),
-            rule: PortRule::any(REASON_CLUSTER_INTERNAL),
-        })
-        .collect()
 }

@@ -54,6 +54,7 @@ fn config(cidrs: &[&str]) -> CompilerConfig {
             .iter()
             .map(|c| c.parse().expect("test cidr"))
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -164,6 +164,7 @@ mod tests {
             net: net(n),
             except: except.iter().map(|e| net(e)).collect(),
             rule,
+            origin: String::new(),
         }
     }
 

@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
-use super::istio::{self, GATEWAY_API_VERSIONS};
+use super::istio::{self, ISTIO_API_VERSIONS};
+use super::osm::{self, EGRESS_API_VERSION, MESH_CONFIG_API_VERSIONS};
 use crate::desired::{Diagnostic, Severity};
 
 /// The kinds of objects Tollgate reads.
@@ -24,6 +25,10 @@ pub enum ObjectKind {
     EndpointSlice,
     Gateway,
     NetworkPolicy,
+    ServiceEntry,
+    Sidecar,
+    MeshConfig,
+    Egress,
 }
 
 impl ObjectKind {
@@ -35,6 +40,10 @@ impl ObjectKind {
             ObjectKind::EndpointSlice => "EndpointSlice",
             ObjectKind::Gateway => "Gateway",
             ObjectKind::NetworkPolicy => "NetworkPolicy",
+            ObjectKind::ServiceEntry => "ServiceEntry",
+            ObjectKind::Sidecar => "Sidecar",
+            ObjectKind::MeshConfig => "MeshConfig",
+            ObjectKind::Egress => "Egress",
         }
     }
 
@@ -77,6 +86,16 @@ impl ObjectRef {
     }
 }
 
+impl ObjectRef {
+    /// `namespace/name` (or `name` for cluster-scoped objects).
+    pub fn qualified(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespace {
@@ -96,6 +115,10 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     Gateway(Box<istio::Gateway>),
     NetworkPolicy(Box<NetworkPolicy>),
+    ServiceEntry(Box<istio::ServiceEntry>),
+    Sidecar(Box<istio::Sidecar>),
+    MeshConfig(Box<osm::MeshConfig>),
+    Egress(Box<osm::Egress>),
 }
 
 macro_rules! object_from {
@@ -114,7 +137,11 @@ object_from!(
     Service: Service,
     EndpointSlice: EndpointSlice,
     Gateway: istio::Gateway,
-    NetworkPolicy: NetworkPolicy
+    NetworkPolicy: NetworkPolicy,
+    ServiceEntry: istio::ServiceEntry,
+    Sidecar: istio::Sidecar,
+    MeshConfig: osm::MeshConfig,
+    Egress: osm::Egress
 );
 
 impl Object {
@@ -126,6 +153,10 @@ impl Object {
             Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
             Object::Gateway(_) => ObjectKind::Gateway,
             Object::NetworkPolicy(_) => ObjectKind::NetworkPolicy,
+            Object::ServiceEntry(_) => ObjectKind::ServiceEntry,
+            Object::Sidecar(_) => ObjectKind::Sidecar,
+            Object::MeshConfig(_) => ObjectKind::MeshConfig,
+            Object::Egress(_) => ObjectKind::Egress,
         }
     }
 
@@ -137,6 +168,10 @@ impl Object {
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Gateway(o) => &mut o.metadata,
             Object::NetworkPolicy(o) => &mut o.metadata,
+            Object::ServiceEntry(o) => &mut o.metadata,
+            Object::Sidecar(o) => &mut o.metadata,
+            Object::MeshConfig(o) => &mut o.metadata,
+            Object::Egress(o) => &mut o.metadata,
         }
     }
 }
@@ -153,6 +188,10 @@ pub struct Snapshot {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub gateways: Vec<istio::Gateway>,
     pub network_policies: Vec<NetworkPolicy>,
+    pub service_entries: Vec<istio::ServiceEntry>,
+    pub sidecars: Vec<istio::Sidecar>,
+    pub mesh_configs: Vec<osm::MeshConfig>,
+    pub egresses: Vec<osm::Egress>,
     /// Where each object came from (a file path for the files source).
     pub sources: BTreeMap<ObjectRef, String>,
     /// Position of each object in its kind's vector.
@@ -177,6 +216,10 @@ impl Snapshot {
             + self.endpoint_slices.len()
             + self.gateways.len()
             + self.network_policies.len()
+            + self.service_entries.len()
+            + self.sidecars.len()
+            + self.mesh_configs.len()
+            + self.egresses.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -263,8 +306,24 @@ impl Snapshot {
                 decode::<NetworkPolicy>(source, prefix, ObjectKind::NetworkPolicy, doc, diags)
                     .map(Object::from)
             }
-            (api, "Gateway") if GATEWAY_API_VERSIONS.contains(&api) => {
+            (api, "Gateway") if ISTIO_API_VERSIONS.contains(&api) => {
                 decode::<istio::Gateway>(source, prefix, ObjectKind::Gateway, doc, diags)
+                    .map(Object::from)
+            }
+            (api, "ServiceEntry") if ISTIO_API_VERSIONS.contains(&api) => {
+                decode::<istio::ServiceEntry>(source, prefix, ObjectKind::ServiceEntry, doc, diags)
+                    .map(Object::from)
+            }
+            (api, "Sidecar") if ISTIO_API_VERSIONS.contains(&api) => {
+                decode::<istio::Sidecar>(source, prefix, ObjectKind::Sidecar, doc, diags)
+                    .map(Object::from)
+            }
+            (api, "MeshConfig") if MESH_CONFIG_API_VERSIONS.contains(&api) => {
+                decode::<osm::MeshConfig>(source, prefix, ObjectKind::MeshConfig, doc, diags)
+                    .map(Object::from)
+            }
+            (EGRESS_API_VERSION, "Egress") => {
+                decode::<osm::Egress>(source, prefix, ObjectKind::Egress, doc, diags)
                     .map(Object::from)
             }
             (api, kind) => {
@@ -361,6 +420,10 @@ impl Snapshot {
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, existing, *o),
             Object::Gateway(o) => put(&mut self.gateways, existing, *o),
             Object::NetworkPolicy(o) => put(&mut self.network_policies, existing, *o),
+            Object::ServiceEntry(o) => put(&mut self.service_entries, existing, *o),
+            Object::Sidecar(o) => put(&mut self.sidecars, existing, *o),
+            Object::MeshConfig(o) => put(&mut self.mesh_configs, existing, *o),
+            Object::Egress(o) => put(&mut self.egresses, existing, *o),
         };
         self.index.insert(key.clone(), slot);
         self.sources.insert(key, source.to_owned());
@@ -468,12 +531,21 @@ mod tests {
         .is_empty());
         assert!(add(&mut snap, "a.yaml", "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: x}\naddressType: IPv4\nendpoints: []").is_empty());
         assert!(add(&mut snap, "a.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: n, namespace: x}").is_empty());
-        for (i, api) in GATEWAY_API_VERSIONS.iter().enumerate() {
-            let yaml = format!(
-                "apiVersion: {api}\nkind: Gateway\nmetadata: {{name: g-{i}, namespace: x}}"
-            );
+        for (i, api) in ISTIO_API_VERSIONS.iter().enumerate() {
+            for kind in ["Gateway", "ServiceEntry", "Sidecar"] {
+                let yaml = format!(
+                    "apiVersion: {api}\nkind: {kind}\nmetadata: {{name: g-{i}, namespace: x}}"
+                );
+                assert!(add(&mut snap, "a.yaml", &yaml).is_empty());
+            }
+        }
+        for (i, api) in MESH_CONFIG_API_VERSIONS.iter().enumerate() {
+            let yaml = format!("apiVersion: {api}\nkind: MeshConfig\nmetadata: {{name: m-{i}, namespace: osm-system}}");
             assert!(add(&mut snap, "a.yaml", &yaml).is_empty());
         }
+        let egress = format!("apiVersion: {EGRESS_API_VERSION}\nkind: Egress\nmetadata: {{name: e, namespace: x}}");
+        assert!(add(&mut snap, "a.yaml", &egress).is_empty());
+        assert!(add(&mut snap, "a.yaml", "apiVersion: policy.openservicemesh.io/v9\nkind: Egress\nmetadata: {name: e2}").is_empty());
         assert!(add(
             &mut snap,
             "a.yaml",
@@ -487,7 +559,11 @@ mod tests {
         assert_eq!(snap.endpoint_slices.len(), 1);
         assert_eq!(snap.network_policies.len(), 1);
         assert_eq!(snap.gateways.len(), 3);
-        assert_eq!(snap.len(), 8);
+        assert_eq!(snap.service_entries.len(), 3);
+        assert_eq!(snap.sidecars.len(), 3);
+        assert_eq!(snap.mesh_configs.len(), 3);
+        assert_eq!(snap.egresses.len(), 1, "unknown Egress version ignored");
+        assert_eq!(snap.len(), 18);
     }
 
     #[test]

@@ -1,0 +1,217 @@
+//! OSM egress policy (rule 5 of the contract): `Egress` objects grant the
+//! pods of their `sources` (ServiceAccounts) their `ipAddresses` and
+//! resolved `hosts` on their `ports`, when the OSM `MeshConfig` has
+//! `spec.featureFlags.enableEgressPolicy: true`.
+use agent_common::{PortRule, PROTO_TCP, REASON_MESH_EGRESS_POLICY};
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::desired::{AllowRule, Severity};
+use crate::explain::OsmExplain;
+use crate::model::osm::{Egress, MeshConfig, DEFAULT_CONTROL_PLANE_NAMESPACE, MESH_CONFIG_NAME};
+use crate::model::{ObjectKind, ObjectRef};
+
+use super::hosts::{parse_host, Host};
+use super::ips::host_net;
+use super::objects::{name, namespace, object_ref};
+use super::service_entries::parse_net;
+use super::Ctx;
+
+/// The `MeshConfig` in force: the one named `osm-mesh-config`, preferring
+/// the default control-plane namespace `osm-system` when there are
+/// several (reported).
+pub(crate) fn mesh_config<'a>(ctx: &mut Ctx<'a>) -> Option<&'a MeshConfig> {
+    let snapshot = ctx.snapshot;
+    let mut named: Vec<&'a MeshConfig> = Vec::new();
+    for mc in &snapshot.mesh_configs {
+        if name(&mc.metadata) == MESH_CONFIG_NAME {
+            named.push(mc);
+        } else {
+            ctx.report(
+                Severity::Warning,
+                &object_ref(ObjectKind::MeshConfig, &mc.metadata),
+                "metadata.name",
+                format!("OSM reads only the MeshConfig named {MESH_CONFIG_NAME}; this one is ignored"),
+            );
+        }
+    }
+    named.sort_by_key(|mc| {
+        let ns = namespace(&mc.metadata);
+        (ns != DEFAULT_CONTROL_PLANE_NAMESPACE, ns.to_owned())
+    });
+    let chosen = named.first().copied()?;
+    for other in named.iter().skip(1) {
+        ctx.report(
+            Severity::Warning,
+            &object_ref(ObjectKind::MeshConfig, &other.metadata),
+            "metadata.namespace",
+            format!(
+                "several {MESH_CONFIG_NAME} MeshConfigs; the one in {} applies",
+                namespace(&chosen.metadata)
+            ),
+        );
+    }
+    Some(chosen)
+}
+
+pub fn osm_explain(mc: &MeshConfig) -> OsmExplain {
+    OsmExplain {
+        mesh_config: format!("{}/{}", namespace(&mc.metadata), name(&mc.metadata)),
+        enable_egress: mc.spec.traffic.enable_egress == Some(true),
+        enable_egress_policy: mc.spec.feature_flags.enable_egress_policy == Some(true),
+    }
+}
+
+/// The ServiceAccount a pod runs as (`default` when unset).
+pub fn service_account(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| {
+            s.service_account_name
+                .as_deref()
+                .or(s.service_account.as_deref())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+struct EgressGrant {
+    /// `namespace/name` of the Egress.
+    name: String,
+    /// `(namespace, ServiceAccount)`.
+    sources: Vec<(String, String)>,
+    rules: Vec<AllowRule>,
+}
+
+/// The valid `Egress` policies, with their rules computed once.
+pub(crate) struct EgressPolicies {
+    grants: Vec<EgressGrant>,
+}
+
+impl EgressPolicies {
+    /// Read every `Egress`. When egress policy is off in the MeshConfig
+    /// (or there is none), each Egress is reported and grants nothing.
+    pub fn new(ctx: &mut Ctx<'_>, mesh_config: Option<&MeshConfig>) -> Self {
+        let snapshot = ctx.snapshot;
+        let enabled = mesh_config.is_some_and(|mc| mc.spec.feature_flags.enable_egress_policy == Some(true));
+        let mut egresses: Vec<&Egress> = snapshot.egresses.iter().collect();
+        egresses.sort_by_key(|e| (namespace(&e.metadata).to_owned(), name(&e.metadata).to_owned()));
+        let mut grants = Vec::new();
+        for egress in egresses {
+            let object = object_ref(ObjectKind::Egress, &egress.metadata);
+            if !enabled {
+                let why = match mesh_config {
+                    Some(mc) => format!(
+                        "MeshConfig {}/{} does not set spec.featureFlags.enableEgressPolicy: true",
+                        namespace(&mc.metadata),
+                        name(&mc.metadata)
+                    ),
+                    None => format!("there is no OSM MeshConfig {MESH_CONFIG_NAME}"),
+                };
+                ctx.report(Severity::Warning, &object, "spec", format!("{why}; this Egress grants nothing"));
+                continue;
+            }
+            grants.push(grant(ctx, egress, &object));
+        }
+        Self { grants }
+    }
+
+    /// The rules granted to `pod`'s ServiceAccount, and the Egress
+    /// policies granting them.
+    pub fn rules_for(&self, pod: &Pod) -> (Vec<AllowRule>, Vec<String>) {
+        let key = (namespace(&pod.metadata).to_owned(), service_account(pod).to_owned());
+        let mut rules = Vec::new();
+        let mut names = Vec::new();
+        for g in self.grants.iter().filter(|g| g.sources.contains(&key)) {
+            rules.extend(g.rules.iter().cloned());
+            names.push(g.name.clone());
+        }
+        (rules, names)
+    }
+}
+
+fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef) -> EgressGrant {
+    let egress_ns = namespace(&egress.metadata);
+    let spec = &egress.spec;
+    let mut sources = Vec::new();
+    for (i, source) in spec.sources.iter().enumerate() {
+        if source.kind != "ServiceAccount" {
+            ctx.report(
+                Severity::Error,
+                object,
+                format!("spec.sources[{i}].kind"),
+                format!("kind {:?} is not supported (OSM accepts ServiceAccount); the source is ignored", source.kind),
+            );
+        } else if source.name.is_empty() {
+            ctx.report(Severity::Error, object, format!("spec.sources[{i}].name"), "a ServiceAccount name is required; the source is ignored");
+        } else {
+            let ns = source.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(egress_ns);
+            sources.push((ns.to_owned(), source.name.clone()));
+        }
+    }
+    let mut ports = Vec::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        let Some(number) = u16::try_from(port.number).ok().filter(|n| *n >= 1) else {
+            ctx.report(Severity::Error, object, format!("spec.ports[{i}].number"), format!("port {} is out of range 1-65535; ignored", port.number));
+            continue;
+        };
+        match port.protocol.to_ascii_lowercase().as_str() {
+            "http" | "https" | "tcp" | "tcp-server-first" | "" => ports.push(PortRule {
+                proto: PROTO_TCP,
+                reason: REASON_MESH_EGRESS_POLICY,
+                port_lo: number,
+                port_hi: number,
+            }),
+            other => ctx.report(
+                Severity::Error,
+                object,
+                format!("spec.ports[{i}].protocol"),
+                format!("unknown protocol {other:?} (expected http, https or tcp); the port is ignored"),
+            ),
+        }
+    }
+    if spec.ports.is_empty() {
+        ctx.report(Severity::Error, object, "spec.ports", "an Egress needs at least one port; it grants nothing");
+    }
+    let mut rules = Vec::new();
+    let mut push = |net: ipnet::IpNet, origin: &str| {
+        for rule in &ports {
+            rules.push(AllowRule {
+                net: net.trunc(),
+                except: Vec::new(),
+                rule: *rule,
+                origin: origin.to_owned(),
+            });
+        }
+    };
+    for (i, text) in spec.ip_addresses.iter().enumerate() {
+        match parse_net(text) {
+            Some(net) => push(net, &format!("{object} spec.ipAddresses[{i}] {text}")),
+            None => ctx.report(
+                Severity::Error,
+                object,
+                format!("spec.ipAddresses[{i}]"),
+                format!("{text:?} is not an IP address or CIDR; ignored"),
+            ),
+        }
+    }
+    for (i, text) in spec.hosts.iter().enumerate() {
+        let origin = format!("{object} spec.hosts[{i}] {text}");
+        match parse_host(text) {
+            Ok(Host::Ip(ip)) => push(host_net(ip), &origin),
+            Ok(Host::Name(host)) => {
+                for ip in ctx.resolve(&host) {
+                    push(host_net(ip), &origin);
+                }
+            }
+            Err(message) => ctx.report(Severity::Error, object, format!("spec.hosts[{i}]"), format!("{message}; ignored")),
+        }
+    }
+    if spec.hosts.is_empty() && spec.ip_addresses.is_empty() {
+        ctx.report(Severity::Error, object, "spec.hosts", "an Egress needs hosts or ipAddresses; it grants nothing");
+    }
+    EgressGrant {
+        name: object.qualified(),
+        sources,
+        rules,
+    }
+}

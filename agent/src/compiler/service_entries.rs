@@ -1,0 +1,116 @@
+//! Istio `ServiceEntry` objects (rule 5 of the contract).
+//!
+//! - `location: MESH_INTERNAL`: the entry's `addresses` (IPs or CIDRs) and
+//!   `endpoints` (IPs, or names resolved like OSM hosts) count as inside
+//!   the cluster: they join the cluster CIDRs of rule 4 (reason
+//!   `cluster-internal`), on every port. A pod that egress NetworkPolicies
+//!   select gets exactly what those allow, as for any in-cluster address.
+//! - Any other location (`MESH_EXTERNAL`, the default): the hosts are
+//!   external; enforced pods reach them only through the egress gateway.
+//!   They grant nothing here; `verify` and `status` name them.
+use std::collections::BTreeMap;
+
+use agent_common::{PortRule, REASON_CLUSTER_INTERNAL};
+use ipnet::IpNet;
+
+use crate::desired::{AllowRule, Severity};
+use crate::model::istio::{MESH_EXTERNAL, MESH_INTERNAL};
+use crate::model::ObjectKind;
+
+use super::hosts::{parse_host, Host};
+use super::ips::host_net;
+use super::objects::object_ref;
+use super::Ctx;
+
+/// The addresses of `MESH_INTERNAL` ServiceEntries, as cluster-internal
+/// rules. Bad addresses are reported and skipped; locations other than
+/// the two Istio knows are reported and treated as external.
+pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
+    let snapshot = ctx.snapshot;
+    let mut out = Vec::new();
+    for se in &snapshot.service_entries {
+        let object = object_ref(ObjectKind::ServiceEntry, &se.metadata);
+        match se.spec.location.as_deref() {
+            Some(MESH_INTERNAL) => {}
+            None | Some(MESH_EXTERNAL) => continue,
+            Some(other) => {
+                ctx.report(
+                    Severity::Error,
+                    &object,
+                    "spec.location",
+                    format!("unknown location {other:?} (expected MESH_EXTERNAL or MESH_INTERNAL); treated as MESH_EXTERNAL"),
+                );
+                continue;
+            }
+        }
+        let mut push = |net: IpNet, origin: String| {
+            out.push(AllowRule {
+                net: net.trunc(),
+                except: Vec::new(),
+                rule: PortRule::any(REASON_CLUSTER_INTERNAL),
+                origin,
+            })
+        };
+        for (i, text) in se.spec.addresses.iter().enumerate() {
+            let origin = format!("{object} (MESH_INTERNAL) spec.addresses[{i}] {text}");
+            match parse_net(text) {
+                Some(net) => push(net, origin),
+                None => ctx.report(
+                    Severity::Error,
+                    &object,
+                    format!("spec.addresses[{i}]"),
+                    format!("{text:?} is not an IP address or CIDR; ignored"),
+                ),
+            }
+        }
+        for (i, endpoint) in se.spec.endpoints.iter().enumerate() {
+            let text = endpoint.address.as_str();
+            if text.starts_with("unix://") {
+                continue;
+            }
+            let origin = format!("{object} (MESH_INTERNAL) spec.endpoints[{i}].address {text}");
+            match parse_host(text) {
+                Ok(Host::Ip(ip)) => push(host_net(ip), origin),
+                Ok(Host::Name(name)) => {
+                    for ip in ctx.resolve(&name) {
+                        push(host_net(ip), origin.clone());
+                    }
+                }
+                Err(message) => ctx.report(
+                    Severity::Error,
+                    &object,
+                    format!("spec.endpoints[{i}].address"),
+                    format!("{message}; ignored"),
+                ),
+            }
+        }
+    }
+    out
+}
+
+/// External hosts (lower-case) of the ServiceEntries that are not
+/// `MESH_INTERNAL`, each with the entries that name it.
+pub(crate) fn external_hosts(ctx: &Ctx<'_>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for se in &ctx.snapshot.service_entries {
+        if se.spec.is_mesh_internal() {
+            continue;
+        }
+        let object = object_ref(ObjectKind::ServiceEntry, &se.metadata).to_string();
+        for host in &se.spec.hosts {
+            let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !host.is_empty() {
+                out.entry(host).or_default().push(object.clone());
+            }
+        }
+    }
+    out
+}
+
+/// An IP (as a host net) or a CIDR.
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(host_net))
+}
