@@ -149,7 +149,9 @@ impl PortRule {
     }
 }
 
-pub const MAX_PORT_RULES: usize = 16;
+/// Port rules one prefix of one policy can carry (after merging adjacent
+/// ranges). More is reported and the extra rules are dropped (fail closed).
+pub const MAX_PORT_RULES: usize = 32;
 
 /// Value of the rule tries: the port rules of the longest matching prefix.
 /// The compiler merges into every prefix the rules of the prefixes that
@@ -273,11 +275,13 @@ pub const META_OBJECT_HASH: u32 = 0;
 pub const META_ENTRIES: u32 = 4;
 
 /// `__sk_buff.cb` layout of the verify program (never attached; run with
-/// BPF_PROG_TEST_RUN): cb[0..2] carry the cgroup id in, cb[2] carries
-/// verdict | reason << 8 | mode << 16 | 1 << 24 out.
+/// BPF_PROG_TEST_RUN): cb[0..2] carry the cgroup id in, cb[3] is non-zero
+/// when the packet would leave on the loopback device (to the pod's own
+/// address), cb[2] carries verdict | reason << 8 | mode << 16 | 1 << 24 out.
 pub const VERIFY_CB_CGROUP_LO: usize = 0;
 pub const VERIFY_CB_CGROUP_HI: usize = 1;
 pub const VERIFY_CB_RESULT: usize = 2;
+pub const VERIFY_CB_ON_LOOPBACK: usize = 3;
 pub const VERIFY_RESULT_VALID: u32 = 1 << 24;
 
 #[cfg(feature = "user")]

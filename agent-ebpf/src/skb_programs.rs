@@ -1,8 +1,9 @@
 //! The cgroup_skb programs: egress enforcement, ingress reply tracking and
 //! the verify entry point.
 use agent_common::{
-    CgroupEntry, MODE_OFF, PROTO_TCP, REASON_MALFORMED, VERDICT_DROP, VERIFY_CB_CGROUP_HI,
-    VERIFY_CB_CGROUP_LO, VERIFY_CB_RESULT, VERIFY_RESULT_VALID,
+    CgroupEntry, MODE_OFF, PROTO_TCP, REASON_LOOPBACK, REASON_MALFORMED, VERDICT_DROP,
+    VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_ON_LOOPBACK, VERIFY_CB_RESULT,
+    VERIFY_RESULT_VALID,
 };
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
@@ -23,6 +24,12 @@ const DROP: i32 = 0;
 /// Interface index of `lo` in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 
+/// A packet on `lo` (to the pod's own addresses) never leaves the pod.
+#[inline(always)]
+fn on_loopback_device(ifindex: u32) -> bool {
+    ifindex == LOOPBACK_IFINDEX
+}
+
 #[inline(always)]
 fn workload_of(ctx: &SkBuffContext) -> Option<CgroupEntry> {
     let skb = ctx.skb.skb;
@@ -39,7 +46,7 @@ pub fn tg_egress(ctx: SkBuffContext) -> i32 {
         return PASS;
     }
     // A packet on the loopback device never leaves the pod.
-    if unsafe { (*ctx.skb.skb).ifindex } == LOOPBACK_IFINDEX {
+    if on_loopback_device(unsafe { (*ctx.skb.skb).ifindex }) {
         return PASS;
     }
     let bytes = ctx.len() as u64;
@@ -94,9 +101,11 @@ pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
 }
 
 /// Never attached. `tollgate verify` runs it with BPF_PROG_TEST_RUN on a
-/// made-up packet, passing the workload's cgroup id in `cb[0..2]`; the
-/// verdict comes back in `cb[2]`. It runs the same `decide` as `tg_egress`
-/// but counts nothing.
+/// made-up packet, passing the workload's cgroup id in `cb[0..2]` and, in
+/// `cb[3]`, whether the packet would leave on `lo` (test runs always run on
+/// `lo`, so the device cannot be passed as itself); the verdict comes back
+/// in `cb[2]`. It makes the same decisions as `tg_egress` but counts
+/// nothing.
 #[cgroup_skb]
 pub fn tg_verify(mut ctx: SkBuffContext) -> i32 {
     let cb = ctx.skb.cb();
@@ -105,9 +114,14 @@ pub fn tg_verify(mut ctx: SkBuffContext) -> i32 {
         ctx.skb.cb_mut()[VERIFY_CB_RESULT] = 0;
         return PASS;
     };
-    let d = match packet::parse(&ctx) {
-        Some(flow) => decide(&entry, &flow, false),
-        None => Decision { allow: false, reason: REASON_MALFORMED },
+    let device = if cb[VERIFY_CB_ON_LOOPBACK] != 0 { LOOPBACK_IFINDEX } else { 0 };
+    let d = if entry.mode != MODE_OFF && on_loopback_device(device) {
+        Decision { allow: true, reason: REASON_LOOPBACK }
+    } else {
+        match packet::parse(&ctx) {
+            Some(flow) => decide(&entry, &flow, false),
+            None => Decision { allow: false, reason: REASON_MALFORMED },
+        }
     };
     let v = record::verdict(&entry, &d) as u32;
     ctx.skb.cb_mut()[VERIFY_CB_RESULT] =

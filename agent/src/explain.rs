@@ -83,8 +83,16 @@ pub struct WorkloadExplain {
     pub policy: u32,
     #[serde(default)]
     pub gateway: bool,
-    /// Egress NetworkPolicies selecting the pod (`namespace/name`); empty
-    /// means the cluster-internal rule applies.
+    #[serde(flatten)]
+    pub sources: PolicySources,
+}
+
+/// The objects that decide a workload's rules (`namespace/name`), shown
+/// by `status` and `verify`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySources {
+    /// Egress NetworkPolicies selecting the pod; empty means the
+    /// cluster-internal rule applies.
     #[serde(default)]
     pub network_policies: Vec<String>,
     #[serde(default)]

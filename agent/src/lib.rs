@@ -4,6 +4,7 @@
 //! ([`model::Snapshot`]) in, desired datapath state ([`desired`]) out. Sources,
 //! cgroup discovery, the BPF datapath and the command-line tools are thin
 //! shells around it.
+pub mod analyze;
 pub mod cgroups;
 pub mod cli;
 pub mod compiler;
@@ -11,5 +12,6 @@ pub mod datapath;
 pub mod desired;
 pub mod explain;
 pub mod model;
+pub mod resolver;
 pub mod runtime;
 pub mod source;

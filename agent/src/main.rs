@@ -58,6 +58,9 @@ enum Command {
         /// Address for /metrics, /healthz, /readyz.
         #[arg(long)]
         metrics_addr: Option<String>,
+        /// Nameservers for host names in mesh objects (OSM Egress hosts).
+        #[arg(long, default_value = "/etc/resolv.conf")]
+        resolv_conf: PathBuf,
         /// How often the source and the cgroup tree are checked, in ms.
         #[arg(long, default_value_t = 250, hide = true)]
         poll_ms: u64,
@@ -81,6 +84,9 @@ enum Command {
         manifests: Option<PathBuf>,
         #[arg(long = "cluster-cidr")]
         cluster_cidrs: Vec<IpNet>,
+        /// Nameservers for host names in mesh objects (with --manifests).
+        #[arg(long, default_value = "/etc/resolv.conf")]
+        resolv_conf: PathBuf,
         /// One JSON query a line (FILE or - for stdin); one JSON answer a line.
         #[arg(long, conflicts_with_all = ["from_pod", "to_pod", "to_ip", "to_host"])]
         batch: Option<String>,
@@ -101,6 +107,17 @@ enum Command {
     },
     /// What the agent applied, its warnings, and whether it runs.
     Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Risky or ineffective configuration (the running agent's findings, or a folder's).
+    Analyze {
+        /// Analyze this folder of manifests instead of reading the running agent's findings.
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Pod and Service CIDRs (with --manifests); repeat for each.
+        #[arg(long = "cluster-cidr")]
+        cluster_cidrs: Vec<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -139,7 +156,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), CliError> {
     let state_dir = cli.state_dir.clone().unwrap_or_else(|| runtime::default_state_dir(&cli.bpffs));
     match cli.command {
-        Command::Agent { source, manifests, node_name, cgroup_root, cluster_cidrs, metrics_addr, poll_ms } => {
+        Command::Agent { source, manifests, node_name, cgroup_root, cluster_cidrs, metrics_addr, resolv_conf, poll_ms } => {
             if source == SourceKind::Kubernetes {
                 return Err(CliError::Environment(
                     "--source kubernetes is not available in this build yet; use --source files --manifests DIR".into(),
@@ -156,6 +173,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 state_dir,
                 poll: Duration::from_millis(poll_ms.max(50)),
                 metrics_addr,
+                resolv_conf,
             };
             runtime::run(cfg).map_err(|e| match e {
                 runtime::RuntimeError::Datapath(d) => CliError::from(d),
@@ -163,9 +181,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 other => CliError::Environment(other.to_string()),
             })
         }
-        Command::Verify { from_pod, to_pod, to_ip, to_host, to_port, protocol, manifests, cluster_cidrs, batch, output } => {
+        Command::Verify { from_pod, to_pod, to_ip, to_host, to_port, protocol, manifests, cluster_cidrs, resolv_conf, batch, output } => {
             let source = match manifests {
-                Some(dir) => verify::Source::Manifests { dir, cluster_cidrs },
+                Some(dir) => verify::Source::Manifests { dir, cluster_cidrs, resolv_conf },
                 None => verify::Source::Pinned { bpffs: cli.bpffs.clone(), state_dir },
             };
             let v = verify::Verifier::open(source, &cli.bpffs)?;
@@ -187,6 +205,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Counters { output } => cli::counters::run(&cli.bpffs, output),
         Command::Flows { follow, output } => cli::flows::run(&cli.bpffs, follow, output),
         Command::Status { output } => cli::status::run(&cli.bpffs, &state_dir, output),
+        Command::Analyze { manifests, cluster_cidrs, output } => {
+            cli::analyze::run(cli::analyze::Source::from_flags(manifests, cluster_cidrs, state_dir)?, output)
+        }
         Command::BenchDatapath { prefixes, repeat } => cli::bench::run(&cli.bpffs, prefixes, repeat),
     }
 }

@@ -1,5 +1,6 @@
 //! `tollgate agent`: the loop that keeps the datapath equal to what the
 //! source and the cgroup tree say.
+pub mod hosts;
 pub mod http;
 pub mod state;
 pub mod time;
@@ -34,6 +35,8 @@ pub struct AgentConfig {
     pub poll: Duration,
     /// Where to serve /metrics, /healthz and /readyz.
     pub metrics_addr: Option<String>,
+    /// The nameservers that resolve host names of mesh objects.
+    pub resolv_conf: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +56,31 @@ pub enum RuntimeError {
 /// What the last successful read of the manifests produced.
 struct Compiled {
     snapshot: Snapshot,
+    /// Problems found while reading the files.
+    source_diags: Vec<crate::desired::Diagnostic>,
     desired: DesiredState,
 }
 
-fn compile_dir(cfg: &AgentConfig) -> Result<Compiled, RuntimeError> {
-    let (snapshot, mut diags) = files::load_dir(&cfg.manifests)
-        .map_err(|e| RuntimeError::Source { path: cfg.manifests.clone(), message: e.to_string() })?;
-    let config = CompilerConfig { node_name: cfg.node_name.clone(), cluster_cidrs: cfg.cluster_cidrs.clone(), ..Default::default() };
+fn load_dir(cfg: &AgentConfig) -> Result<(Snapshot, Vec<crate::desired::Diagnostic>), RuntimeError> {
+    files::load_dir(&cfg.manifests)
+        .map_err(|e| RuntimeError::Source { path: cfg.manifests.clone(), message: e.to_string() })
+}
+
+/// Compile `snapshot` with the current host answers; logs the problems
+/// found (once per compilation).
+fn compile(
+    cfg: &AgentConfig,
+    snapshot: Snapshot,
+    source_diags: Vec<crate::desired::Diagnostic>,
+    resolved: &BTreeMap<String, Vec<std::net::IpAddr>>,
+) -> Compiled {
+    let config = CompilerConfig {
+        node_name: cfg.node_name.clone(),
+        cluster_cidrs: cfg.cluster_cidrs.clone(),
+        resolved_hosts: resolved.clone(),
+    };
     let mut desired = compiler::compile(&snapshot, &config);
+    let mut diags = source_diags.clone();
     diags.append(&mut desired.diagnostics);
     diags.sort();
     diags.dedup();
@@ -71,8 +91,18 @@ fn compile_dir(cfg: &AgentConfig) -> Result<Compiled, RuntimeError> {
             Severity::Error => tracing::error!(object = %d.object, field = %d.field, "{}", d.message),
         }
     }
-    Ok(Compiled { snapshot, desired })
+    // Risky set-ups, for `tollgate analyze` (live).
+    let report = crate::analyze::analyze(&snapshot, &desired, &config);
+    let path = cfg.state_dir.join(state::ANALYSIS_FILE);
+    if let Err(e) = state::write_json(&path, &report, true) {
+        warn!(error = %e, path = %path.display(), "cannot write the analysis");
+    }
+    Compiled { snapshot, source_diags, desired }
 }
+
+/// How long the first apply waits for host names to resolve, so that a
+/// starting agent does not begin by dropping what mesh policy allows.
+const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs until killed. The pins outlive the process: enforcement continues
 /// while no agent runs, and the next agent adopts them.
@@ -82,7 +112,17 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     }
     // Read the input before touching the datapath: a first start on an
     // unreadable folder must not attach programs with empty maps.
-    let mut compiled = compile_dir(&cfg)?;
+    let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone());
+    let (snapshot, source_diags) = load_dir(&cfg)?;
+    let mut compiled = compile(&cfg, snapshot, source_diags, &BTreeMap::new());
+    let mut hosts_version = 0;
+    if !compiled.desired.hosts.is_empty() {
+        resolver.want(&compiled.desired.hosts);
+        let deadline = Instant::now() + FIRST_RESOLVE_WAIT;
+        while Instant::now() < deadline && resolver.published().version == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let mut fingerprint = files::fingerprint(&cfg.manifests).ok();
     let mut dp = datapath::load::start_agent_datapath(PinDir::new(&cfg.bpffs), &cfg.cgroup_root)?;
     let generation = http::Generation::default();
@@ -90,7 +130,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
         http::spawn(addr, cfg.bpffs.clone(), generation.clone())
             .map_err(|source| RuntimeError::Metrics { addr: addr.clone(), source })?;
     }
-    let status_path = cfg.state_dir.join("status.json");
+    let status_path = cfg.state_dir.join(state::STATUS_FILE);
     let mut status = StatusFile::new(&cfg, dp.outcome == AttachOutcome::Adopted);
     let mut index: Option<CgroupIndex> = None;
     let mut dirty = true;
@@ -102,9 +142,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
         match files::fingerprint(&cfg.manifests) {
             Ok(fp) if Some(fp) != fingerprint => {
                 if pending == Some(fp) {
-                    match compile_dir(&cfg) {
-                        Ok(c) => {
-                            compiled = c;
+                    match load_dir(&cfg) {
+                        Ok((snapshot, source_diags)) => {
+                            compiled = compile(&cfg, snapshot, source_diags, &resolver.published().addresses);
                             fingerprint = Some(fp);
                             dirty = true;
                             info!("manifests changed; recompiled");
@@ -118,6 +158,17 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
             }
             Ok(_) => pending = None,
             Err(e) => warn!(error = %e, "cannot read manifests; keeping the last good state"),
+        }
+        // Host answers: follow them as they change (TTL expiry, new
+        // addresses); names no longer used are dropped by the resolver.
+        resolver.want(&compiled.desired.hosts);
+        let published = resolver.published();
+        if published.version != hosts_version {
+            hosts_version = published.version;
+            let Compiled { snapshot, source_diags, .. } = compiled;
+            compiled = compile(&cfg, snapshot, source_diags, &published.addresses);
+            dirty = true;
+            info!(hosts = published.addresses.len(), "host addresses changed; recompiled");
         }
         match cgroups::discover(&cfg.cgroup_root) {
             Ok(found) => {
@@ -138,7 +189,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
                         .desired
                         .workloads
                         .iter()
-                        .map(|(uid, w)| WorkloadStatus {
+                        .map(|(uid, w)| {
+                            let why = compiled.desired.explain.workloads.get(&format!("{}/{}", w.namespace, w.name));
+                            WorkloadStatus {
                             namespace: w.namespace.clone(),
                             pod: w.name.clone(),
                             uid: uid.clone(),
@@ -148,10 +201,21 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
                             policy: w.policy,
                             workload_id: registered.get(uid).map(|r| r.id).unwrap_or(0),
                             cgroups: registered.get(uid).map(|r| r.cgroups).unwrap_or(0),
-                        })
+                            sources: why.map(|w| w.sources.clone()).unwrap_or_default(),
+                        }})
                         .collect();
                     let rule_entries = compiled.desired.policies.values().map(Vec::len).sum();
                     status.update(workloads, &compiled.desired.diagnostics, report, pod_ips(&compiled.snapshot), rule_entries);
+                    let explain = &compiled.desired.explain;
+                    status.gateways = explain.gateways.clone();
+                    status.external_hosts = explain.external_hosts.clone();
+                    status.osm = explain.osm.clone();
+                    status.hosts = resolver.published().status;
+                    // The explanations first: a reader that sees the new
+                    // status generation finds the matching provenance.
+                    let explain_path = cfg.state_dir.join(state::EXPLAIN_FILE);
+                    state::write_json(&explain_path, explain, false)
+                        .map_err(|source| RuntimeError::Status { path: explain_path.clone(), source })?;
                     status
                         .write(&status_path)
                         .map_err(|source| RuntimeError::Status { path: status_path.clone(), source })?;

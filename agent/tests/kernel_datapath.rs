@@ -57,7 +57,7 @@ fn snapshot(extra: &str) -> Snapshot {
 
 fn compile(snap: &Snapshot) -> DesiredState {
     let cidrs = ["10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"].iter().map(|c| c.parse().unwrap()).collect();
-    compiler::compile(snap, &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs })
+    compiler::compile(snap, &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs, ..Default::default() })
 }
 
 fn workload_id(maps: &Maps, ns: &str, pod: &str) -> u32 {
@@ -73,9 +73,21 @@ fn workload_id(maps: &Maps, ns: &str, pod: &str) -> u32 {
 }
 
 fn ask(prog: &aya::programs::CgroupSkb, id: u32, dst: &str, proto: Protocol, port: u16) -> (bool, &'static str) {
+    ask_on(prog, id, dst, proto, port, false)
+}
+
+fn ask_on(
+    prog: &aya::programs::CgroupSkb,
+    id: u32,
+    dst: &str,
+    proto: Protocol,
+    port: u16,
+    on_loopback: bool,
+) -> (bool, &'static str) {
     let dst: std::net::IpAddr = dst.parse().unwrap();
     let src: std::net::IpAddr = if dst.is_ipv4() { "10.244.0.10".parse().unwrap() } else { "fd00:10:244::10".parse().unwrap() };
-    let v = test_run::verify(prog, verify_cgroup(id), &packet::build(src, dst, proto, 40000, port)).unwrap();
+    let frame = packet::build(src, dst, proto, 40000, port);
+    let v = test_run::verify(prog, verify_cgroup(id), &frame, on_loopback).unwrap();
     (v.verdict == VERDICT_ALLOW, agent_common::reason_code(v.reason))
 }
 
@@ -132,8 +144,12 @@ spec:
         let got = ask(prog, id, dst, proto, port);
         assert_eq!(got, (allow, reason), "{dst} {proto:?}/{port}");
     }
+    // To its own address the packet leaves on `lo` and never leaves the
+    // pod, whatever the policy says.
+    assert_eq!(ask_on(prog, id, "10.244.0.10", Protocol::Tcp, 80, true), (true, "loopback"));
     let other = workload_id(&maps, "default", "sleep");
     assert_eq!(ask(prog, other, "198.51.100.200", Protocol::Tcp, 1), (true, "not-enforced"));
+    assert_eq!(ask_on(prog, other, "10.244.0.11", Protocol::Tcp, 80, true), (true, "not-enforced"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The on-call commands: `counters`, `flows`, `status`, `verify`, and the
 //! hidden `bench-datapath`.
+pub mod analyze;
 pub mod bench;
 pub mod counters;
 pub mod error;
@@ -7,6 +8,7 @@ pub mod flows;
 pub mod output;
 pub mod status;
 pub mod verify;
+pub mod verify_detail;
 
 pub use error::CliError;
 pub use output::OutputFormat;

@@ -53,6 +53,55 @@ pub fn run(bpffs: &Path, state_dir: &Path, format: OutputFormat) -> Result<(), C
                     w.cgroups
                 );
             }
+            let policies: Vec<_> = file
+                .workloads
+                .iter()
+                .filter(|w| !w.sources.network_policies.is_empty() || !w.sources.mesh_egress.is_empty() || w.sources.registry_only.is_some())
+                .collect();
+            if !policies.is_empty() {
+                println!("\npolicies:");
+                for w in policies {
+                    let mut parts = Vec::new();
+                    if !w.sources.network_policies.is_empty() {
+                        parts.push(format!("NetworkPolicy {}", w.sources.network_policies.join(", ")));
+                    }
+                    if !w.sources.mesh_egress.is_empty() {
+                        parts.push(format!("OSM Egress {} (ServiceAccount {})", w.sources.mesh_egress.join(", "), w.sources.service_account));
+                    }
+                    if let Some(sidecar) = &w.sources.registry_only {
+                        parts.push(format!("Istio {sidecar}: outboundTrafficPolicy REGISTRY_ONLY"));
+                    }
+                    println!("  {}/{}: {}", w.namespace, w.pod, parts.join("; "));
+                }
+            }
+            if !file.gateways.is_empty() {
+                println!("\negress gateways:");
+                for g in &file.gateways {
+                    println!("  {g}");
+                }
+            }
+            if !file.external_hosts.is_empty() {
+                println!("\nexternal ServiceEntry hosts (reachable from enforced pods only through the egress gateway):");
+                for (host, entries) in &file.external_hosts {
+                    println!("  {host}: {}", entries.join(", "));
+                }
+            }
+            if let Some(osm) = &file.osm {
+                println!(
+                    "\nOSM MeshConfig {}: enableEgressPolicy {}, enableEgress (passthrough) {}",
+                    osm.mesh_config, osm.enable_egress_policy, osm.enable_egress
+                );
+            }
+            if !file.hosts.is_empty() {
+                println!("\nresolved hosts:");
+                for h in &file.hosts {
+                    let state = match &h.error {
+                        Some(e) => format!(" (last lookup failed: {e})"),
+                        None => String::new(),
+                    };
+                    println!("  {}: {}{state}", h.host, if h.addresses.is_empty() { "-".to_owned() } else { h.addresses.join(", ") });
+                }
+            }
             if !file.diagnostics.is_empty() {
                 println!("\nwarnings:");
                 for d in &file.diagnostics {

@@ -13,10 +13,12 @@ use aya::Ebpf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::verify_detail::{self, Asked};
 use super::{CliError, OutputFormat};
 use crate::{
     cgroups::CgroupIndex,
     compiler::{self, CompilerConfig},
+    explain::Explain,
     datapath::{
         bpffs::PinDir,
         ids::{self, verify_cgroup},
@@ -26,7 +28,7 @@ use crate::{
         pinned::Maps,
         reconcile, test_run,
     },
-    runtime::{self, state::StatusFile},
+    runtime::{self, hosts, state::{self, StatusFile}},
     source::files,
 };
 
@@ -59,14 +61,22 @@ pub struct Answer {
     pub reason: &'static str,
     pub detail: String,
     pub destination: String,
+    /// The rules (objects) that allowed the packet, as compiled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matched: Vec<String>,
+    /// ServiceEntries naming `to_host` as an external host: reach it
+    /// through the egress gateway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_entries: Vec<String>,
 }
 
 /// Where the maps come from.
 pub enum Source {
     /// The running agent's pinned maps.
     Pinned { bpffs: PathBuf, state_dir: PathBuf },
-    /// A private load filled from a manifests folder.
-    Manifests { dir: PathBuf, cluster_cidrs: Vec<IpNet> },
+    /// A private load filled from a manifests folder; host names in mesh
+    /// objects are resolved through the nameservers of `resolv_conf`.
+    Manifests { dir: PathBuf, cluster_cidrs: Vec<IpNet>, resolv_conf: PathBuf },
 }
 
 /// The loaded program and what is needed to phrase questions to it.
@@ -75,6 +85,8 @@ pub struct Verifier {
     /// `namespace/name` → workload id.
     workloads: BTreeMap<String, u32>,
     pods: BTreeMap<String, Vec<String>>,
+    /// Provenance of the rules, to name what decided.
+    explain: Explain,
     /// The program's map relocations point at these file descriptors:
     /// they must stay open while the program is loaded and run.
     _maps: Maps,
@@ -101,16 +113,32 @@ impl Verifier {
                 let maps = Maps::take(&mut ebpf)?;
                 let workloads = workload_ids(&maps)?;
                 let pods = StatusFile::read(&state_dir.join("status.json")).map(|s| s.pods).unwrap_or_default();
-                Ok(Self { ebpf, workloads, pods, _maps: maps, _private: None })
+                // Older agents wrote no explanations: answers then name
+                // no objects, but the verdict is unchanged.
+                let explain = state::read_explain(&state_dir).unwrap_or_default();
+                Ok(Self { ebpf, workloads, pods, explain, _maps: maps, _private: None })
             }
-            Source::Manifests { dir, cluster_cidrs } => {
+            Source::Manifests { dir, cluster_cidrs, resolv_conf } => {
                 let (snapshot, diags) = files::load_dir(&dir)
                     .map_err(|e| CliError::Input(format!("manifests folder {}: {e}", dir.display())))?;
                 for d in &diags {
                     eprintln!("warning: {d}");
                 }
-                let desired = compiler::compile(&snapshot, &CompilerConfig { node_name: None, cluster_cidrs, ..Default::default() });
-                let parent = bpffs.parent().unwrap_or(Path::new("/sys/fs/bpf"));
+                let mut config = CompilerConfig { node_name: None, cluster_cidrs, ..Default::default() };
+                let mut desired = compiler::compile(&snapshot, &config);
+                if !desired.hosts.is_empty() {
+                    config.resolved_hosts = hosts::resolve_once(&desired.hosts, &resolv_conf);
+                    desired = compiler::compile(&snapshot, &config);
+                }
+                for d in &desired.diagnostics {
+                    eprintln!("{}: {d}", if d.severity == crate::desired::Severity::Error { "error" } else { "warning" });
+                }
+                // Beside the agent's folder, in its nearest existing
+                // ancestor, so that nothing is left behind.
+                let parent = bpffs
+                    .parent()
+                    .and_then(|p| p.ancestors().find(|a| a.exists()))
+                    .unwrap_or(Path::new("/sys/fs/bpf"));
                 let private = parent.join(format!("tollgate-verify-{}", std::process::id()));
                 let guard = PrivatePins(private.clone());
                 let pins = PinDir::new(&private);
@@ -119,7 +147,14 @@ impl Verifier {
                 let mut maps = Maps::take(&mut ebpf)?;
                 reconcile::apply(&mut maps, &desired, &CgroupIndex::default())?;
                 let workloads = workload_ids(&maps)?;
-                Ok(Self { ebpf, workloads, pods: runtime::pod_ips(&snapshot), _maps: maps, _private: Some(guard) })
+                Ok(Self {
+                    ebpf,
+                    workloads,
+                    pods: runtime::pod_ips(&snapshot),
+                    explain: desired.explain,
+                    _maps: maps,
+                    _private: Some(guard),
+                })
             }
         }
     }
@@ -134,14 +169,21 @@ impl Verifier {
             CliError::Input(format!("query: field from_pod: pod {} is not known (not in the input, or not on this node)", q.from_pod))
         })?;
         let dst = self.destination(q)?;
-        let src = self
+        let own: Vec<IpAddr> = self
             .pods
             .get(&q.from_pod)
-            .and_then(|ips| ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()).find(|a| a.is_ipv4() == dst.is_ipv4()))
+            .map(|ips| ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()).collect())
+            .unwrap_or_default();
+        let src = own
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == dst.is_ipv4())
             .unwrap_or(if dst.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) });
+        // To its own address, a pod's packet leaves on `lo`.
+        let on_loopback = own.contains(&dst);
         let frame = packet::build(src, dst, proto, 40_000, q.to_port);
         let prog = test_run::load_skb_program(&mut self.ebpf, VERIFY_PROGRAM)?;
-        let v = test_run::verify(prog, verify_cgroup(id), &frame)?;
+        let v = test_run::verify(prog, verify_cgroup(id), &frame, on_loopback)?;
         let verdict = if v.verdict == VERDICT_ALLOW { "allow" } else { "deny" };
         let mode = match v.mode {
             MODE_ENFORCE => "enforce",
@@ -153,8 +195,28 @@ impl Verifier {
             IpAddr::V4(a) => format!("{a}:{}", q.to_port),
             IpAddr::V6(a) => format!("[{a}]:{}", q.to_port),
         };
-        let detail = detail(reason, mode, &q.from_pod, &destination, proto.as_str());
-        Ok(Answer { query: q.clone(), verdict, mode, reason, detail, destination })
+        let asked = Asked {
+            from: &q.from_pod,
+            host: q.to_host.as_deref(),
+            dst,
+            destination: &destination,
+            proto: proto.number(dst.is_ipv6()),
+            proto_name: proto.as_str(),
+            port: q.to_port,
+            reason,
+            mode,
+        };
+        let d = verify_detail::explain(&self.explain, &asked);
+        Ok(Answer {
+            query: q.clone(),
+            verdict,
+            mode,
+            reason,
+            detail: d.detail,
+            destination,
+            matched: d.matched,
+            service_entries: d.service_entries,
+        })
     }
 
     fn destination(&self, q: &Query) -> Result<IpAddr, CliError> {
@@ -176,6 +238,12 @@ impl Verifier {
                 .ok_or_else(|| CliError::Input(format!("query: field to_pod: pod {pod} has no IP (status.podIPs)")));
         }
         let host = q.to_host.as_deref().unwrap_or_default();
+        // A host the rules name: ask about an address the datapath was
+        // given for it (the system resolver may rotate answers).
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(ip) = self.explain.resolved.get(&name).and_then(|ips| ips.first()) {
+            return Ok(*ip);
+        }
         (host, q.to_port)
             .to_socket_addrs()
             .ok()
@@ -193,27 +261,6 @@ fn workload_ids(maps: &Maps) -> Result<BTreeMap<String, u32>, CliError> {
         out.insert(format!("{ns}/{name}"), id);
     }
     Ok(out)
-}
-
-fn detail(reason: &str, mode: &str, from: &str, to: &str, proto: &str) -> String {
-    let d = match reason {
-        "gateway" => format!("{to} is an egress gateway endpoint, reachable from {from} on every port"),
-        "dns" => format!("{to} is cluster DNS, reachable on port 53 UDP and TCP"),
-        "network-policy" => format!("a NetworkPolicy selecting {from} allows {proto} to {to}"),
-        "cluster-internal" => format!("{to} is inside the cluster CIDRs and no egress NetworkPolicy selects {from}"),
-        "mesh-egress-policy" => format!("a mesh egress policy grants {from} {proto} to {to}"),
-        "mesh-internal" => format!("{to} is a MESH_INTERNAL ServiceEntry address"),
-        "not-enforced" => format!("the namespace of {from} is not labelled tollgate.dev/egress"),
-        "gateway-pod" => format!("{from} is an egress gateway and is never enforced"),
-        "loopback" => "loopback traffic never leaves the pod".to_string(),
-        "no-rule" => format!("no rule allows {proto} from {from} to {to}: it must go through the egress gateway"),
-        "malformed" => "the packet could not be parsed".to_string(),
-        other => format!("reason {other}"),
-    };
-    match (mode, reason) {
-        ("audit", "no-rule") => format!("{d} (audit mode: the packet passes and is counted)"),
-        _ => d,
-    }
 }
 
 fn print(a: &Answer, format: OutputFormat) {

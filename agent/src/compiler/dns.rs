@@ -30,34 +30,51 @@ pub fn dns_port_rules() -> [PortRule; 2] {
 pub(crate) fn dns_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
     let snapshot = ctx.snapshot;
     let mut ips: Vec<(IpAddr, String)> = Vec::new();
-    let dns_services = snapshot.services.iter().filter(|svc| {
-        namespace(&svc.metadata) == DNS_NAMESPACE
-            && labels(&svc.metadata)
-                .get(DNS_SERVICE_LABEL.0)
-                .is_some_and(|v| v == DNS_SERVICE_LABEL.1)
-    });
+    let mut dns_services: Vec<_> = snapshot
+        .services
+        .iter()
+        .filter(|svc| {
+            namespace(&svc.metadata) == DNS_NAMESPACE
+                && labels(&svc.metadata)
+                    .get(DNS_SERVICE_LABEL.0)
+                    .is_some_and(|v| v == DNS_SERVICE_LABEL.1)
+        })
+        .collect();
+    // Sorted, so that an address shared by several sources is named by
+    // the same one whatever the order of the objects.
+    dns_services.sort_by_key(|svc| name(&svc.metadata).to_owned());
     for svc in dns_services {
         let svc_ref = object_ref(ObjectKind::Service, &svc.metadata).qualified();
         let origin = format!("cluster DNS Service {svc_ref}");
         ips.extend(service_cluster_ips(ctx, svc).into_iter().map(|ip| (ip, origin.clone())));
         if let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) {
-            let pods = snapshot.pods.iter().filter(|pod| {
-                namespace(&pod.metadata) == DNS_NAMESPACE
-                    && !is_finished(pod)
-                    && map_selects_some(selector, labels(&pod.metadata))
-            });
+            let mut pods: Vec<_> = snapshot
+                .pods
+                .iter()
+                .filter(|pod| {
+                    namespace(&pod.metadata) == DNS_NAMESPACE
+                        && !is_finished(pod)
+                        && map_selects_some(selector, labels(&pod.metadata))
+                })
+                .collect();
+            pods.sort_by_key(|pod| name(&pod.metadata).to_owned());
             for pod in pods {
                 let origin = format!("cluster DNS pod {} (Service {svc_ref})", pod_ref(pod).qualified());
                 ips.extend(pod_ips(ctx, pod).into_iter().map(|ip| (ip, origin.clone())));
             }
         }
         let svc_name = name(&svc.metadata);
-        let slices = snapshot.endpoint_slices.iter().filter(|slice| {
-            namespace(&slice.metadata) == DNS_NAMESPACE
-                && labels(&slice.metadata)
-                    .get(SERVICE_NAME_LABEL)
-                    .is_some_and(|v| v == svc_name)
-        });
+        let mut slices: Vec<_> = snapshot
+            .endpoint_slices
+            .iter()
+            .filter(|slice| {
+                namespace(&slice.metadata) == DNS_NAMESPACE
+                    && labels(&slice.metadata)
+                        .get(SERVICE_NAME_LABEL)
+                        .is_some_and(|v| v == svc_name)
+            })
+            .collect();
+        slices.sort_by_key(|slice| name(&slice.metadata).to_owned());
         for slice in slices {
             let origin = format!("cluster DNS endpoint (Service {svc_ref})");
             ips.extend(slice_addresses(ctx, slice, |_| true).into_iter().map(|ip| (ip, origin.clone())));

@@ -41,17 +41,24 @@ pub fn gateway_pods(snapshot: &Snapshot) -> BTreeSet<PodKey> {
 /// addresses that point at them; each names the pod, Service or slice.
 pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> Vec<AllowRule> {
     let snapshot = ctx.snapshot;
-    let gateway_pods: Vec<_> = snapshot
+    // Sorted, so that an address shared by several sources is named by
+    // the same one whatever the order of the objects.
+    let mut gateway_pods: Vec<_> = snapshot
         .pods
         .iter()
         .filter(|p| gateways.contains(&pod_key(p)))
         .collect();
+    gateway_pods.sort_by_key(|p| pod_key(p));
+    let mut services: Vec<_> = snapshot.services.iter().collect();
+    services.sort_by_key(|s| object_ref(ObjectKind::Service, &s.metadata));
+    let mut slices: Vec<_> = snapshot.endpoint_slices.iter().collect();
+    slices.sort_by_key(|s| object_ref(ObjectKind::EndpointSlice, &s.metadata));
     let mut ips: Vec<(IpAddr, String)> = Vec::new();
     for pod in &gateway_pods {
         let origin = format!("egress gateway pod {}", pod_ref(pod).qualified());
         ips.extend(pod_ips(ctx, pod).into_iter().map(|ip| (ip, origin.clone())));
     }
-    for svc in &snapshot.services {
+    for svc in services {
         let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
             continue;
         };
@@ -67,7 +74,7 @@ pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> V
             ips.extend(service_cluster_ips(ctx, svc).into_iter().map(|ip| (ip, origin.clone())));
         }
     }
-    for slice in &snapshot.endpoint_slices {
+    for slice in slices {
         let slice_ns = namespace(&slice.metadata);
         let targets_gateway = |i: usize| {
             slice
@@ -111,11 +118,14 @@ pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> V
 /// `Gateway` with the pods it selects, and each labelled gateway pod.
 pub fn describe_gateways(snapshot: &Snapshot, gateways: &BTreeSet<PodKey>) -> Vec<String> {
     let mut out = Vec::new();
-    for gw in &snapshot.gateways {
-        let pods: Vec<String> = snapshot
-            .pods
+    let mut istio_gateways: Vec<_> = snapshot.gateways.iter().collect();
+    istio_gateways.sort_by_key(|gw| object_ref(ObjectKind::Gateway, &gw.metadata));
+    let mut pods: Vec<_> = snapshot.pods.iter().filter(|p| gateways.contains(&pod_key(p))).collect();
+    pods.sort_by_key(|p| pod_key(p));
+    for gw in istio_gateways {
+        let pods: Vec<String> = pods
             .iter()
-            .filter(|p| gateways.contains(&pod_key(p)) && map_selects_some(&gw.spec.selector, labels(&p.metadata)))
+            .filter(|p| map_selects_some(&gw.spec.selector, labels(&p.metadata)))
             .map(|p| pod_ref(p).qualified())
             .collect();
         let gw_ref = object_ref(ObjectKind::Gateway, &gw.metadata);
@@ -125,9 +135,10 @@ pub fn describe_gateways(snapshot: &Snapshot, gateways: &BTreeSet<PodKey>) -> Ve
             out.push(format!("{gw_ref} (pods {})", pods.join(", ")));
         }
     }
-    for pod in snapshot.pods.iter().filter(|p| {
-        gateways.contains(&pod_key(p)) && labels(&p.metadata).get(GATEWAY_LABEL).is_some_and(|v| v == "true")
-    }) {
+    for pod in pods
+        .iter()
+        .filter(|p| labels(&p.metadata).get(GATEWAY_LABEL).is_some_and(|v| v == "true"))
+    {
         out.push(format!("pod {} (label {GATEWAY_LABEL}=true)", pod_ref(pod).qualified()));
     }
     out

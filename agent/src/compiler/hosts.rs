@@ -38,6 +38,11 @@ pub fn parse_host(text: &str) -> Result<Host, String> {
     if !labels_ok {
         return Err(format!("{text:?} is not a valid DNS name"));
     }
+    // `1.2.3` or `10.0.0.300`: a mistyped address, which some resolvers
+    // would still turn into one (no top-level domain is all digits).
+    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("{text:?} is neither an IP address nor a DNS name (its last label is a number)"));
+    }
     Ok(Host::Name(name))
 }
 
@@ -69,5 +74,10 @@ mod tests {
         assert!(parse_host("-a.example").is_err());
         assert!(parse_host("a b.example").is_err());
         assert!(parse_host(&"a".repeat(64)).is_err());
+        assert!(parse_host("1.2.3").is_err(), "mistyped address");
+        assert!(parse_host("10.0.0.300").is_err(), "mistyped address");
+        assert!(parse_host("10.0.0.0/8").is_err(), "a CIDR is not a host");
+        assert!(parse_host("httpbin.org:80").is_err(), "no port");
+        assert_eq!(parse_host(" 3com.example "), Ok(Host::Name("3com.example".into())));
     }
 }

@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod ips;
 pub mod mode;
 pub mod network_policy;
+pub mod np_services;
 pub mod objects;
 pub mod osm_egress;
 pub mod policy_ids;
@@ -30,6 +31,10 @@ pub mod workloads;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod mesh_tests;
+#[cfg(test)]
+mod input_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -39,7 +44,7 @@ use ipnet::IpNet;
 use tracing::debug;
 
 use crate::desired::{AllowRule, DesiredState, Diagnostic, Mode, Severity, TrieEntry};
-use crate::explain::{Explain, ExplainRule, WorkloadExplain};
+use crate::explain::{Explain, ExplainRule, PolicySources, WorkloadExplain};
 use crate::model::{ObjectRef, Snapshot};
 
 /// How to compile: which node's pods, which ranges are "inside the
@@ -96,6 +101,11 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> DesiredState {
     };
     let mut explain = Explain::default();
     let modes = mode::namespace_modes(&mut ctx);
+    // Input that does not depend on this node's pods: every NetworkPolicy
+    // and Sidecar is reported when invalid, even when it applies to no pod
+    // here.
+    network_policy::check_all(&mut ctx);
+    registry_only::check_sidecars(&mut ctx);
     let gateway_pods = gateways::gateway_pods(snapshot);
     explain.gateways = gateways::describe_gateways(snapshot, &gateway_pods);
     explain.external_hosts = service_entries::external_hosts(&ctx);
@@ -134,8 +144,8 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> DesiredState {
                 local.pod,
             );
             cluster_internal += usize::from(found.cluster_internal);
-            why.network_policies = found.network_policies;
-            why.mesh_egress = found.mesh_egress;
+            why.sources.network_policies = found.network_policies;
+            why.sources.mesh_egress = found.mesh_egress;
             found.rules.sort();
             found.rules.dedup();
             groups.entry(found.rules).or_default().push(i);
@@ -222,10 +232,11 @@ fn workload_explain(snapshot: &Snapshot, local: &workloads::LocalWorkload<'_>) -
         label,
         policy: 0,
         gateway: local.workload.flags & agent_common::FLAG_GATEWAY != 0,
-        network_policies: Vec::new(),
-        service_account: osm_egress::service_account(local.pod).to_owned(),
-        mesh_egress: Vec::new(),
-        registry_only: registry_only::registry_only(snapshot, local.pod),
+        sources: PolicySources {
+            service_account: osm_egress::service_account(local.pod).to_owned(),
+            registry_only: registry_only::registry_only(snapshot, local.pod),
+            ..Default::default()
+        },
     }
 }
 

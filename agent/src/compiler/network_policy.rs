@@ -5,7 +5,8 @@
 //!
 //! Input the API server would refuse is reported and fails closed: a bad
 //! peer or port allows nothing; a policy whose `spec.podSelector` is
-//! invalid selects no pod (and is reported).
+//! invalid selects no pod (and is reported). Every NetworkPolicy is
+//! checked ([`check_all`]), whether or not it selects a pod of this node.
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -19,11 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::desired::{AllowRule, Severity};
-use crate::model::ObjectKind;
+use crate::model::{ObjectKind, ObjectRef};
 
 use super::ips::{host_net, pod_ips};
 use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
-use super::selectors::label_selector_matches;
+use super::selectors::{check_label_selector, label_selector_matches, SelectorError};
+use super::np_services::push_services;
 use super::Ctx;
 
 /// Label the API server puts on every namespace.
@@ -35,6 +37,12 @@ pub(crate) struct NetworkPolicies<'a> {
     policies: Vec<&'a NetworkPolicy>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     rules: Vec<Option<Vec<AllowRule>>>,
+}
+
+/// A valid peer of an egress rule.
+enum Peer<'p> {
+    Block { cidr: IpNet, except: Vec<IpNet> },
+    Selectors(&'p NetworkPolicyPeer),
 }
 
 /// A port of a policy rule: numbers resolve at once, names per pod.
@@ -102,12 +110,7 @@ impl<'a> NetworkPolicies<'a> {
                 Ok(false) => continue,
                 Err(err) => {
                     let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata);
-                    ctx.report(
-                        Severity::Error,
-                        &object,
-                        format!("spec.podSelector.{}", err.field()),
-                        format!("{err}; the policy selects no pod"),
-                    );
+                    report_pod_selector(ctx, &object, &err);
                     continue;
                 }
             }
@@ -143,27 +146,8 @@ impl<'a> NetworkPolicies<'a> {
     ) {
         let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata);
         let rule_origin = format!("{object} spec.egress[{i}]");
-        let ports: Vec<PortSpec> = match rule.ports.as_deref() {
-            None | Some([]) => vec![PortSpec::Numbers(PortRule::any(REASON_NETWORK_POLICY))],
-            Some(ports) => ports
-                .iter()
-                .enumerate()
-                .filter_map(|(k, p)| match port_spec(p) {
-                    Ok(spec) => Some(spec),
-                    Err((field, message)) => {
-                        ctx.report(
-                            Severity::Error,
-                            &object,
-                            format!("spec.egress[{i}].ports[{k}].{field}"),
-                            message,
-                        );
-                        None
-                    }
-                })
-                .collect(),
-        };
-        let peers = rule.to.as_deref().unwrap_or_default();
-        if peers.is_empty() {
+        let (ports, peers) = parse_egress_rule(ctx, &object, i, rule);
+        if rule.to.as_deref().unwrap_or_default().is_empty() {
             // Every destination: all addresses on the numeric ports, and
             // every pod that names a named port.
             for net in ["0.0.0.0/0", "::/0"]
@@ -179,60 +163,32 @@ impl<'a> NetworkPolicies<'a> {
                 .filter(|p| !is_finished(p))
                 .collect();
             push_named(ctx, out, &all, &ports, &rule_origin);
+            push_services(ctx, out, &all, |pod, proto, port| port_allows(&ports, pod, proto, port), &rule_origin);
             return;
         }
-        for (j, peer) in peers.iter().enumerate() {
+        for (j, peer) in peers {
             let field = format!("spec.egress[{i}].to[{j}]");
             let origin = format!("{object} {field}");
-            if let Some(block) = &peer.ip_block {
-                let Ok(cidr) = block.cidr.parse::<IpNet>() else {
-                    ctx.report(
-                        Severity::Error,
-                        &object,
-                        format!("{field}.ipBlock.cidr"),
-                        format!("{:?} is not a CIDR; the peer allows nothing", block.cidr),
-                    );
-                    continue;
-                };
-                let mut except = Vec::new();
-                for (k, e) in block.except.iter().flatten().enumerate() {
-                    match e.parse::<IpNet>() {
-                        Ok(net) if is_inside(net, cidr) => except.push(net),
-                        Ok(_) => ctx.report(
-                            Severity::Error,
-                            &object,
-                            format!("{field}.ipBlock.except[{k}]"),
-                            format!(
-                                "{e:?} is not inside the ipBlock CIDR {:?} (the API server refuses this); the peer allows nothing",
-                                block.cidr
-                            ),
-                        ),
-                        Err(_) => ctx.report(
-                            Severity::Error,
-                            &object,
-                            format!("{field}.ipBlock.except[{k}]"),
-                            format!("{e:?} is not a CIDR; the peer allows nothing"),
-                        ),
-                    }
-                }
-                if except.len() == block.except.as_ref().map_or(0, Vec::len) {
+            match peer {
+                Peer::Block { cidr, except } => {
                     push_numeric(out, cidr, &except, &ports, &origin);
                 }
-                continue;
-            }
-            match self.peer_pods(ctx, policy, peer) {
-                Ok(pods) => {
-                    for pod in &pods {
-                        let pod_origin = format!("{origin} (pod {})", pod_ref(pod).qualified());
-                        for ip in pod_ips(ctx, pod) {
-                            push_numeric(out, host_net(ip), &[], &ports, &pod_origin);
+                Peer::Selectors(peer) => match self.peer_pods(ctx, policy, peer) {
+                    Ok(pods) => {
+                        for pod in &pods {
+                            let pod_origin =
+                                format!("{origin} (pod {})", pod_ref(pod).qualified());
+                            for ip in pod_ips(ctx, pod) {
+                                push_numeric(out, host_net(ip), &[], &ports, &pod_origin);
+                            }
                         }
+                        push_named(ctx, out, &pods, &ports, &origin);
+                        push_services(ctx, out, &pods, |pod, proto, port| port_allows(&ports, pod, proto, port), &origin);
                     }
-                    push_named(ctx, out, &pods, &ports, &origin);
-                }
-                Err((sub, message)) => {
-                    ctx.report(Severity::Error, &object, format!("{field}.{sub}"), message)
-                }
+                    Err((sub, message)) => {
+                        ctx.report(Severity::Error, &object, format!("{field}.{sub}"), message)
+                    }
+                },
             }
         }
     }
@@ -245,13 +201,6 @@ impl<'a> NetworkPolicies<'a> {
         peer: &NetworkPolicyPeer,
     ) -> Result<Vec<&'a Pod>, (String, String)> {
         let policy_ns = namespace(&policy.metadata);
-        if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
-            return Err((
-                "(peer)".to_owned(),
-                "a peer needs podSelector, namespaceSelector or ipBlock; it allows nothing"
-                    .to_owned(),
-            ));
-        }
         let namespaces: Vec<&str> = match &peer.namespace_selector {
             None => vec![policy_ns],
             Some(sel) => {
@@ -275,6 +224,203 @@ impl<'a> NetworkPolicies<'a> {
         }
         Ok(pods)
     }
+}
+
+/// Check every NetworkPolicy and report what the API server would refuse
+/// (in the fields Tollgate reads), whether or not the policy selects a
+/// pod of this node: `policyTypes`, and for egress policies
+/// `spec.podSelector` and every egress rule's ports and peers. The rules
+/// themselves report the same problems when they are compiled (the
+/// duplicates are merged).
+pub(crate) fn check_all(ctx: &mut Ctx<'_>) {
+    let snapshot = ctx.snapshot;
+    let mut policies: Vec<&NetworkPolicy> = snapshot.network_policies.iter().collect();
+    policies.sort_by_key(|p| (namespace(&p.metadata), name(&p.metadata)));
+    for policy in policies {
+        let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata);
+        let Some(spec) = policy.spec.as_ref() else {
+            continue;
+        };
+        for (k, t) in spec.policy_types.iter().flatten().enumerate() {
+            if t != "Ingress" && t != "Egress" {
+                ctx.report(
+                    Severity::Error,
+                    &object,
+                    format!("spec.policyTypes[{k}]"),
+                    format!("unknown policy type {t:?} (expected Ingress or Egress; the API server refuses this); only a policy that lists Egress restricts egress"),
+                );
+            }
+        }
+        if !is_egress(policy) {
+            continue;
+        }
+        if let Some(selector) = &spec.pod_selector {
+            if let Err(err) = check_label_selector(selector) {
+                report_pod_selector(ctx, &object, &err);
+            }
+        }
+        for (i, rule) in spec.egress.iter().flatten().enumerate() {
+            parse_egress_rule(ctx, &object, i, rule);
+        }
+    }
+}
+
+fn report_pod_selector(ctx: &mut Ctx<'_>, object: &ObjectRef, err: &SelectorError) {
+    ctx.report(
+        Severity::Error,
+        object,
+        format!("spec.podSelector.{}", err.field()),
+        format!("{err}; the policy selects no pod"),
+    );
+}
+
+/// The valid ports and peers (with their index) of an egress rule; the
+/// invalid ones are reported and left out (they allow nothing).
+fn parse_egress_rule<'r>(
+    ctx: &mut Ctx<'_>,
+    object: &ObjectRef,
+    i: usize,
+    rule: &'r NetworkPolicyEgressRule,
+) -> (Vec<PortSpec>, Vec<(usize, Peer<'r>)>) {
+    let ports: Vec<PortSpec> = match rule.ports.as_deref() {
+        None | Some([]) => vec![PortSpec::Numbers(PortRule::any(REASON_NETWORK_POLICY))],
+        Some(ports) => ports
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| match port_spec(p) {
+                Ok(spec) => Some(spec),
+                Err((field, message)) => {
+                    ctx.report(
+                        Severity::Error,
+                        object,
+                        format!("spec.egress[{i}].ports[{k}].{field}"),
+                        message,
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    let mut peers = Vec::new();
+    for (j, peer) in rule.to.iter().flatten().enumerate() {
+        match parse_peer(peer) {
+            Ok(p) => {
+                if let Peer::Block { cidr, except } = &p {
+                    let fields = std::iter::once(("ipBlock.cidr".to_owned(), cidr))
+                        .chain(except.iter().enumerate().map(|(k, e)| (format!("ipBlock.except[{k}]"), e)));
+                    for (field, net) in fields {
+                        if *net != net.trunc() {
+                            ctx.report(
+                                Severity::Warning,
+                                object,
+                                format!("spec.egress[{i}].to[{j}].{field}"),
+                                format!("{net} has host bits set; it means {} (as the API server reads it)", net.trunc()),
+                            );
+                        }
+                    }
+                }
+                peers.push((j, p))
+            }
+            Err(problems) => {
+                for (sub, message) in problems {
+                    let field = if sub.is_empty() {
+                        format!("spec.egress[{i}].to[{j}]")
+                    } else {
+                        format!("spec.egress[{i}].to[{j}].{sub}")
+                    };
+                    ctx.report(Severity::Error, object, field, message);
+                }
+            }
+        }
+    }
+    (ports, peers)
+}
+
+/// Check a peer as the API server does: exactly one of ipBlock or
+/// selectors; a CIDR, and excepts strictly inside it; valid selectors.
+/// Problems are `(field relative to the peer, message)`.
+fn parse_peer(peer: &NetworkPolicyPeer) -> Result<Peer<'_>, Vec<(String, String)>> {
+    let has_selector = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+    let Some(block) = &peer.ip_block else {
+        if !has_selector {
+            return Err(vec![(
+                String::new(),
+                "a peer needs podSelector, namespaceSelector or ipBlock; it allows nothing"
+                    .to_owned(),
+            )]);
+        }
+        let mut problems = Vec::new();
+        for (what, sel) in [
+            ("namespaceSelector", &peer.namespace_selector),
+            ("podSelector", &peer.pod_selector),
+        ] {
+            if let Some(Err(err)) = sel.as_ref().map(check_label_selector) {
+                problems.push((
+                    format!("{what}.{}", err.field()),
+                    format!("{err}; the peer allows nothing"),
+                ));
+            }
+        }
+        return if problems.is_empty() {
+            Ok(Peer::Selectors(peer))
+        } else {
+            Err(problems)
+        };
+    };
+    if has_selector {
+        return Err(vec![(
+            String::new(),
+            "a peer takes either ipBlock or podSelector/namespaceSelector, not both (the API server refuses this); the peer allows nothing".to_owned(),
+        )]);
+    }
+    let Ok(cidr) = block.cidr.parse::<IpNet>() else {
+        return Err(vec![(
+            "ipBlock.cidr".to_owned(),
+            format!("{:?} is not a CIDR; the peer allows nothing", block.cidr),
+        )]);
+    };
+    let mut except = Vec::new();
+    let mut problems = Vec::new();
+    for (k, e) in block.except.iter().flatten().enumerate() {
+        match e.parse::<IpNet>() {
+            Ok(net) if is_inside(net, cidr) => except.push(net),
+            Ok(_) => problems.push((
+                format!("ipBlock.except[{k}]"),
+                format!(
+                    "{e:?} is not strictly inside the ipBlock CIDR {:?} (the API server refuses this); the peer allows nothing",
+                    block.cidr
+                ),
+            )),
+            Err(_) => problems.push((
+                format!("ipBlock.except[{k}]"),
+                format!("{e:?} is not a CIDR; the peer allows nothing"),
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Peer::Block { cidr, except })
+    } else {
+        Err(problems)
+    }
+}
+
+/// A container port name (IANA service name): 1 to 15 lower-case letters,
+/// digits and `-`, with at least one letter, no `-` at either end and no
+/// `--`.
+fn check_port_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("1 to 15 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("lower-case letters, digits and '-'");
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err("at least one letter");
+    }
+    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return Err("no '-' at either end, no \"--\"");
+    }
+    Ok(())
 }
 
 fn matches(
@@ -302,10 +448,10 @@ pub fn is_egress(policy: &NetworkPolicy) -> bool {
     }
 }
 
-/// An `except` must lie inside its `cidr` (same family, longer or equal
-/// prefix), as the API server checks.
+/// An `except` must be a strict subset of its `cidr` (same family, inside
+/// it, longer prefix), as the API server checks.
 fn is_inside(except: IpNet, cidr: IpNet) -> bool {
-    cidr.contains(&except)
+    cidr.contains(&except) && except.prefix_len() > cidr.prefix_len()
 }
 
 fn protocol(name: Option<&str>) -> Result<(u8, String), (String, String)> {
@@ -354,6 +500,12 @@ fn port_spec(port: &NetworkPolicyPort) -> Result<PortSpec, (String, String)> {
             Ok(numbers(lo, hi))
         }
         Some(IntOrString::String(name)) => {
+            if let Err(reason) = check_port_name(name) {
+                return Err((
+                    "port".into(),
+                    format!("{name:?} is neither a port number nor a valid port name ({reason}); the port allows nothing"),
+                ));
+            }
             if port.end_port.is_some() {
                 return Err((
                     "endPort".into(),
@@ -426,6 +578,16 @@ fn push_named(
             }
         }
     }
+}
+
+/// Do `ports` allow `proto`/`port` to `pod` (named ports resolved on it)?
+fn port_allows(ports: &[PortSpec], pod: &Pod, proto: u8, port: u16) -> bool {
+    ports.iter().any(|spec| match spec {
+        PortSpec::Numbers(rule) => rule.matches(proto, port),
+        PortSpec::Named { name, proto: p, proto_name } => {
+            *p == proto && named_port(pod, name, proto_name) == Some(port)
+        }
+    })
 }
 
 fn named_port(pod: &Pod, port_name: &str, proto_name: &str) -> Option<u16> {

@@ -108,9 +108,11 @@ impl EgressPolicies {
                     None => format!("there is no OSM MeshConfig {MESH_CONFIG_NAME}"),
                 };
                 ctx.report(Severity::Warning, &object, "spec", format!("{why}; this Egress grants nothing"));
+                // Still checked (and reported), without resolving its hosts.
+                grant(ctx, egress, &object, false);
                 continue;
             }
-            grants.push(grant(ctx, egress, &object));
+            grants.push(grant(ctx, egress, &object, true));
         }
         Self { grants }
     }
@@ -129,7 +131,10 @@ impl EgressPolicies {
     }
 }
 
-fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef) -> EgressGrant {
+/// The grant of one Egress; invalid sources, ports, hosts and addresses
+/// are reported and left out. Host names are resolved only when
+/// `resolve` is set (the Egress is in force).
+fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef, resolve: bool) -> EgressGrant {
     let egress_ns = namespace(&egress.metadata);
     let spec = &egress.spec;
     let mut sources = Vec::new();
@@ -144,9 +149,23 @@ fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef) -> EgressGrant 
         } else if source.name.is_empty() {
             ctx.report(Severity::Error, object, format!("spec.sources[{i}].name"), "a ServiceAccount name is required; the source is ignored");
         } else {
-            let ns = source.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(egress_ns);
+            let ns = match source.namespace.as_deref().filter(|n| !n.is_empty()) {
+                Some(ns) => ns,
+                None => {
+                    ctx.report(
+                        Severity::Warning,
+                        object,
+                        format!("spec.sources[{i}].namespace"),
+                        format!("the namespace of a source is required (the OSM CRD refuses a source without one); Tollgate assumes the Egress's namespace {egress_ns}"),
+                    );
+                    egress_ns
+                }
+            };
             sources.push((ns.to_owned(), source.name.clone()));
         }
+    }
+    if spec.sources.is_empty() {
+        ctx.report(Severity::Error, object, "spec.sources", "an Egress needs at least one source; it grants nothing");
     }
     let mut ports = Vec::new();
     for (i, port) in spec.ports.iter().enumerate() {
@@ -155,17 +174,23 @@ fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef) -> EgressGrant 
             continue;
         };
         match port.protocol.to_ascii_lowercase().as_str() {
-            "http" | "https" | "tcp" | "tcp-server-first" | "" => ports.push(PortRule {
+            "http" | "https" | "tcp" | "tcp-server-first" => ports.push(PortRule {
                 proto: PROTO_TCP,
                 reason: REASON_MESH_EGRESS_POLICY,
                 port_lo: number,
                 port_hi: number,
             }),
+            "" => ctx.report(
+                Severity::Error,
+                object,
+                format!("spec.ports[{i}].protocol"),
+                "a protocol is required (http, https, tcp or tcp-server-first; OSM ignores a port without one); the port is ignored",
+            ),
             other => ctx.report(
                 Severity::Error,
                 object,
                 format!("spec.ports[{i}].protocol"),
-                format!("unknown protocol {other:?} (expected http, https or tcp); the port is ignored"),
+                format!("unknown protocol {other:?} (expected http, https, tcp or tcp-server-first; OSM ignores other ports); the port is ignored"),
             ),
         }
     }
@@ -198,11 +223,12 @@ fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef) -> EgressGrant 
         let origin = format!("{object} spec.hosts[{i}] {text}");
         match parse_host(text) {
             Ok(Host::Ip(ip)) => push(host_net(ip), &origin),
-            Ok(Host::Name(host)) => {
+            Ok(Host::Name(host)) if resolve => {
                 for ip in ctx.resolve(&host) {
                     push(host_net(ip), &origin);
                 }
             }
+            Ok(Host::Name(_)) => {}
             Err(message) => ctx.report(Severity::Error, object, format!("spec.hosts[{i}]"), format!("{message}; ignored")),
         }
     }

@@ -14,6 +14,20 @@ pub enum SelectorError {
     MissingValues { index: usize, operator: String },
     #[error("operator {operator} takes no values")]
     UnexpectedValues { index: usize, operator: String },
+    /// `field` is relative to the selector, e.g. `matchLabels["a b"]` or
+    /// `matchExpressions[0].key`.
+    #[error("{key:?} is not a valid label key ({reason})")]
+    InvalidKey {
+        field: String,
+        key: String,
+        reason: &'static str,
+    },
+    #[error("{value:?} is not a valid label value ({reason})")]
+    InvalidValue {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 impl SelectorError {
@@ -26,6 +40,9 @@ impl SelectorError {
             SelectorError::MissingValues { index, .. }
             | SelectorError::UnexpectedValues { index, .. } => {
                 format!("matchExpressions[{index}].values")
+            }
+            SelectorError::InvalidKey { field, .. } | SelectorError::InvalidValue { field, .. } => {
+                field.clone()
             }
         }
     }
@@ -48,11 +65,13 @@ pub fn map_selects_some(
 
 /// Kubernetes `LabelSelector` semantics: `matchLabels` and every
 /// `matchExpressions` entry must hold; an empty selector selects
-/// everything.
+/// everything. A selector the API server would refuse (see
+/// [`check_label_selector`]) is an error whatever the labels.
 pub fn label_selector_matches(
     selector: &LabelSelector,
     labels: &BTreeMap<String, String>,
 ) -> Result<bool, SelectorError> {
+    check_label_selector(selector)?;
     let mut matched = selector
         .match_labels
         .as_ref()
@@ -62,12 +81,6 @@ pub fn label_selector_matches(
         let value = labels.get(&expr.key);
         let operator = expr.operator.clone();
         let holds = match expr.operator.as_str() {
-            "In" | "NotIn" if values.is_empty() => {
-                return Err(SelectorError::MissingValues { index, operator })
-            }
-            "Exists" | "DoesNotExist" if !values.is_empty() => {
-                return Err(SelectorError::UnexpectedValues { index, operator })
-            }
             "In" => value.is_some_and(|v| values.contains(v)),
             "NotIn" => value.is_none_or(|v| !values.contains(v)),
             "Exists" => value.is_some(),
@@ -77,6 +90,109 @@ pub fn label_selector_matches(
         matched &= holds;
     }
     Ok(matched)
+}
+
+/// The checks the API server makes on a `LabelSelector`: label keys and
+/// values well formed, known operators, values exactly when the operator
+/// takes them. The first problem is returned (its field path does not
+/// depend on the labels being matched).
+pub fn check_label_selector(selector: &LabelSelector) -> Result<(), SelectorError> {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        let field = || format!("matchLabels[{key:?}]");
+        check_label_key(key).map_err(|reason| SelectorError::InvalidKey {
+            field: field(),
+            key: key.clone(),
+            reason,
+        })?;
+        check_label_value(value).map_err(|reason| SelectorError::InvalidValue {
+            field: field(),
+            value: value.clone(),
+            reason,
+        })?;
+    }
+    for (index, expr) in selector.match_expressions.iter().flatten().enumerate() {
+        check_label_key(&expr.key).map_err(|reason| SelectorError::InvalidKey {
+            field: format!("matchExpressions[{index}].key"),
+            key: expr.key.clone(),
+            reason,
+        })?;
+        let values = expr.values.as_deref().unwrap_or_default();
+        let operator = expr.operator.clone();
+        match expr.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(SelectorError::MissingValues { index, operator })
+            }
+            "In" | "NotIn" => {}
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(SelectorError::UnexpectedValues { index, operator })
+            }
+            "Exists" | "DoesNotExist" => {}
+            _ => return Err(SelectorError::UnknownOperator { index, operator }),
+        }
+        for (j, value) in values.iter().enumerate() {
+            check_label_value(value).map_err(|reason| SelectorError::InvalidValue {
+                field: format!("matchExpressions[{index}].values[{j}]"),
+                value: value.clone(),
+                reason,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A label key: an optional DNS subdomain prefix (at most 253 characters)
+/// and `/`, then a name of 1 to 63 characters (`[A-Za-z0-9]`, with `-`,
+/// `_` and `.` inside).
+pub fn check_label_key(key: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() || prefix.len() > 253 {
+            return Err("the prefix before '/' must be 1 to 253 characters");
+        }
+        let subdomain_ok = prefix.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+        if !subdomain_ok {
+            return Err("the prefix before '/' must be a lower-case DNS subdomain");
+        }
+    }
+    if name.is_empty() {
+        return Err("the name must not be empty");
+    }
+    check_label_name(name)
+}
+
+/// A label value: empty, or 1 to 63 characters (`[A-Za-z0-9]`, with `-`,
+/// `_` and `.` inside).
+pub fn check_label_value(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    check_label_name(value)
+}
+
+fn check_label_name(name: &str) -> Result<(), &'static str> {
+    if name.len() > 63 {
+        return Err("at most 63 characters");
+    }
+    let bytes = name.as_bytes();
+    let alnum_ends = bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
+    let chars_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if alnum_ends && chars_ok {
+        Ok(())
+    } else {
+        Err("alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character")
+    }
 }
 
 #[cfg(test)]
@@ -163,5 +279,28 @@ mod tests {
         assert!(
             label_selector_matches(&sel(&[], vec![expr("app", "Exists", &["v"])]), &pod).is_err()
         );
+    }
+
+    #[test]
+    fn label_keys_and_values_are_checked() {
+        for key in ["app", "a", "app.kubernetes.io/name", "kubernetes.io/metadata.name", "A_b.c-D", "x/y"] {
+            assert_eq!(check_label_key(key), Ok(()), "{key}");
+        }
+        for key in ["", "-a", "a-", "a b", "/a", "a/", "A.io/a", "a..b/c", "a/b/c", &"a".repeat(64), &format!("{}/a", "a".repeat(254))] {
+            assert!(check_label_key(key).is_err(), "{key}");
+        }
+        for value in ["", "x", "my_app.v-1", &"v".repeat(63)] {
+            assert_eq!(check_label_value(value), Ok(()), "{value}");
+        }
+        for value in ["-x", "x-", "x y", "é", &"v".repeat(64)] {
+            assert!(check_label_value(value).is_err(), "{value}");
+        }
+        let bad = sel(&[("ok", "x y")], vec![]);
+        let err = label_selector_matches(&bad, &labels(&[])).unwrap_err();
+        assert_eq!(err.field(), "matchLabels[\"ok\"]");
+        let bad = sel(&[], vec![expr("a b", "Exists", &[])]);
+        assert_eq!(check_label_selector(&bad).unwrap_err().field(), "matchExpressions[0].key");
+        let bad = sel(&[], vec![expr("a", "In", &["ok", "no way"])]);
+        assert_eq!(check_label_selector(&bad).unwrap_err().field(), "matchExpressions[0].values[1]");
     }
 }

@@ -23,16 +23,18 @@ use super::objects::object_ref;
 use super::Ctx;
 
 /// The addresses of `MESH_INTERNAL` ServiceEntries, as cluster-internal
-/// rules. Bad addresses are reported and skipped; locations other than
-/// the two Istio knows are reported and treated as external.
+/// rules. Every ServiceEntry is checked: bad addresses and endpoints are
+/// reported and skipped; locations other than the two Istio knows are
+/// reported and treated as external. Only `MESH_INTERNAL` endpoint names
+/// are resolved.
 pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
     let snapshot = ctx.snapshot;
     let mut out = Vec::new();
     for se in &snapshot.service_entries {
         let object = object_ref(ObjectKind::ServiceEntry, &se.metadata);
-        match se.spec.location.as_deref() {
-            Some(MESH_INTERNAL) => {}
-            None | Some(MESH_EXTERNAL) => continue,
+        let internal = match se.spec.location.as_deref() {
+            Some(MESH_INTERNAL) => true,
+            None | Some(MESH_EXTERNAL) => false,
             Some(other) => {
                 ctx.report(
                     Severity::Error,
@@ -40,16 +42,18 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
                     "spec.location",
                     format!("unknown location {other:?} (expected MESH_EXTERNAL or MESH_INTERNAL); treated as MESH_EXTERNAL"),
                 );
-                continue;
+                false
             }
-        }
+        };
         let mut push = |net: IpNet, origin: String| {
-            out.push(AllowRule {
-                net: net.trunc(),
-                except: Vec::new(),
-                rule: PortRule::any(REASON_CLUSTER_INTERNAL),
-                origin,
-            })
+            if internal {
+                out.push(AllowRule {
+                    net: net.trunc(),
+                    except: Vec::new(),
+                    rule: PortRule::any(REASON_CLUSTER_INTERNAL),
+                    origin,
+                })
+            }
         };
         for (i, text) in se.spec.addresses.iter().enumerate() {
             let origin = format!("{object} (MESH_INTERNAL) spec.addresses[{i}] {text}");
@@ -71,11 +75,12 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
             let origin = format!("{object} (MESH_INTERNAL) spec.endpoints[{i}].address {text}");
             match parse_host(text) {
                 Ok(Host::Ip(ip)) => push(host_net(ip), origin),
-                Ok(Host::Name(name)) => {
+                Ok(Host::Name(name)) if internal => {
                     for ip in ctx.resolve(&name) {
                         push(host_net(ip), origin.clone());
                     }
                 }
+                Ok(Host::Name(_)) => {}
                 Err(message) => ctx.report(
                     Severity::Error,
                     &object,
@@ -103,6 +108,11 @@ pub(crate) fn external_hosts(ctx: &Ctx<'_>) -> BTreeMap<String, Vec<String>> {
                 out.entry(host).or_default().push(object.clone());
             }
         }
+    }
+    // The same whatever the order of the objects.
+    for refs in out.values_mut() {
+        refs.sort();
+        refs.dedup();
     }
     out
 }

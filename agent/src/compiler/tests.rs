@@ -3,13 +3,13 @@ use std::path::Path;
 
 use agent_common::{
     PortRule, FLAG_GATEWAY, FLAG_SIDECAR_REDIRECT, POLICY_GLOBAL, PROTO_TCP, PROTO_UDP,
-    REASON_CLUSTER_INTERNAL, REASON_DNS, REASON_GATEWAY,
+    REASON_CLUSTER_INTERNAL, REASON_DNS, REASON_GATEWAY, REASON_MESH_EGRESS_POLICY,
 };
 
 use super::*;
 use crate::desired::DesiredWorkload;
 
-fn snapshot(docs: &[String]) -> Snapshot {
+pub(super) fn snapshot(docs: &[String]) -> Snapshot {
     let mut snap = Snapshot::new();
     let mut diags = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
@@ -20,7 +20,7 @@ fn snapshot(docs: &[String]) -> Snapshot {
     snap
 }
 
-fn ns(name: &str, mode: Option<&str>) -> String {
+pub(super) fn ns(name: &str, mode: Option<&str>) -> String {
     let labels = mode
         .map(|m| format!("\n  labels: {{tollgate.dev/egress: {m:?}}}"))
         .unwrap_or_default();
@@ -29,13 +29,13 @@ fn ns(name: &str, mode: Option<&str>) -> String {
 
 /// A running pod on `node` with IPv4 address `ip`; `extra` is appended to
 /// its metadata (indented 2).
-fn pod(ns: &str, name: &str, node: &str, ip: &str, labels: &str) -> String {
+pub(super) fn pod(ns: &str, name: &str, node: &str, ip: &str, labels: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  uid: uid-{ns}-{name}\n  labels: {{{labels}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: app, image: busybox}}]\nstatus:\n  phase: Running\n  podIP: {ip}\n  podIPs: [{{ip: {ip}}}]\n"
     )
 }
 
-fn service(ns: &str, name: &str, labels: &str, selector: &str, ips: &[&str]) -> String {
+pub(super) fn service(ns: &str, name: &str, labels: &str, selector: &str, ips: &[&str]) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  selector: {{{selector}}}\n  clusterIP: {}\n  clusterIPs: [{}]\n  ports: [{{port: 80}}]\n",
         ips.first().copied().unwrap_or("None"),
@@ -43,11 +43,11 @@ fn service(ns: &str, name: &str, labels: &str, selector: &str, ips: &[&str]) -> 
     )
 }
 
-fn gateway(ns: &str, name: &str, selector: &str) -> String {
+pub(super) fn gateway(ns: &str, name: &str, selector: &str) -> String {
     format!("apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  selector: {{{selector}}}\n")
 }
 
-fn config(cidrs: &[&str]) -> CompilerConfig {
+pub(super) fn config(cidrs: &[&str]) -> CompilerConfig {
     CompilerConfig {
         node_name: Some("node-1".into()),
         cluster_cidrs: cidrs
@@ -58,7 +58,7 @@ fn config(cidrs: &[&str]) -> CompilerConfig {
     }
 }
 
-fn workload<'a>(state: &'a DesiredState, ns: &str, name: &str) -> &'a DesiredWorkload {
+pub(super) fn workload<'a>(state: &'a DesiredState, ns: &str, name: &str) -> &'a DesiredWorkload {
     state
         .workloads
         .values()
@@ -66,7 +66,7 @@ fn workload<'a>(state: &'a DesiredState, ns: &str, name: &str) -> &'a DesiredWor
         .unwrap_or_else(|| panic!("no workload {ns}/{name}"))
 }
 
-fn rules_at(state: &DesiredState, policy: u32, net: &str) -> Vec<PortRule> {
+pub(super) fn rules_at(state: &DesiredState, policy: u32, net: &str) -> Vec<PortRule> {
     let net: IpNet = net.parse().expect("test net");
     let entries = state
         .policies
@@ -79,7 +79,7 @@ fn rules_at(state: &DesiredState, policy: u32, net: &str) -> Vec<PortRule> {
     entry.rules.rules[..entry.rules.count as usize].to_vec()
 }
 
-fn global_nets(state: &DesiredState) -> Vec<String> {
+pub(super) fn global_nets(state: &DesiredState) -> Vec<String> {
     state.policies[&POLICY_GLOBAL]
         .iter()
         .map(|e| e.net.to_string())
@@ -559,11 +559,33 @@ fn istio_egress_gateway_example() {
     assert_eq!(state.policies.len(), 2);
 }
 
-fn network_policy(ns: &str, name: &str, body: &str) -> String {
+/// The prefixes of a policy's trie.
+pub(super) fn nets(state: &DesiredState, policy: u32) -> BTreeSet<String> {
+    state.policies[&policy]
+        .iter()
+        .map(|e| e.net.to_string())
+        .collect()
+}
+
+pub(super) fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// An OSM Egress rule for TCP `port`.
+pub(super) fn mesh(port: u16) -> PortRule {
+    PortRule {
+        proto: PROTO_TCP,
+        reason: REASON_MESH_EGRESS_POLICY,
+        port_lo: port,
+        port_hi: port,
+    }
+}
+
+pub(super) fn network_policy(ns: &str, name: &str, body: &str) -> String {
     format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}")
 }
 
-fn np_rules(port: u16, proto: u8) -> PortRule {
+pub(super) fn np_rules(port: u16, proto: u8) -> PortRule {
     PortRule {
         proto,
         reason: agent_common::REASON_NETWORK_POLICY,

@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn overflow_keeps_the_first_rules_and_reports() {
         let mut diags = Vec::new();
-        let many: Vec<AllowRule> = (0..20u16)
+        let many: Vec<AllowRule> = (0..MAX_PORT_RULES as u16 + 4)
             .map(|i| {
                 allow(
                     "192.0.2.0/24",

@@ -37,10 +37,11 @@ impl PinDir {
         self.links().join(program)
     }
 
-    /// Creates the folder (the agent). Its parent must be on a bpffs.
+    /// Creates the folder and any missing parents (the agent). Its
+    /// nearest existing ancestor must be on a bpffs.
     pub fn create(&self) -> Result<(), DatapathError> {
-        let parent = self.root.parent().unwrap_or(Path::new("/"));
-        if !is_bpffs(&self.root) && !is_bpffs(parent) {
+        let existing = self.root.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+        if !is_bpffs(existing) {
             return Err(DatapathError::NoBpffs { path: self.root.clone() });
         }
         std::fs::create_dir_all(self.links())

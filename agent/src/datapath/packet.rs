@@ -31,7 +31,7 @@ impl Protocol {
             Protocol::Icmp => "icmp",
         }
     }
-    fn number(self, v6: bool) -> u8 {
+    pub fn number(self, v6: bool) -> u8 {
         match self {
             Protocol::Tcp => PROTO_TCP,
             Protocol::Udp => PROTO_UDP,

@@ -1,7 +1,8 @@
 //! Running the kernel's own programs on made-up packets
 //! (BPF_PROG_TEST_RUN): `verify` and the benchmarks.
 use agent_common::{
-    VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_RESULT, VERIFY_RESULT_VALID,
+    VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_ON_LOOPBACK, VERIFY_CB_RESULT,
+    VERIFY_RESULT_VALID,
 };
 use aya::{
     programs::{CgroupSkb, TestRun, TestRunOptions},
@@ -38,8 +39,14 @@ pub fn load_skb_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Cg
 }
 
 /// Runs the verify program for the workload registered under
-/// `cgroup_id` on `frame`.
-pub fn verify(prog: &CgroupSkb, cgroup_id: u64, frame: &[u8]) -> Result<KernelVerdict, DatapathError> {
+/// `cgroup_id` on `frame`; `on_loopback`: the packet would leave on `lo`
+/// (it is addressed to the pod itself).
+pub fn verify(
+    prog: &CgroupSkb,
+    cgroup_id: u64,
+    frame: &[u8],
+    on_loopback: bool,
+) -> Result<KernelVerdict, DatapathError> {
     let mut ctx_in = [0u8; SKB_CTX_SIZE];
     let put = |ctx: &mut [u8; SKB_CTX_SIZE], idx: usize, v: u32| {
         let off = CB_OFFSET + idx * 4;
@@ -47,6 +54,7 @@ pub fn verify(prog: &CgroupSkb, cgroup_id: u64, frame: &[u8]) -> Result<KernelVe
     };
     put(&mut ctx_in, VERIFY_CB_CGROUP_LO, cgroup_id as u32);
     put(&mut ctx_in, VERIFY_CB_CGROUP_HI, (cgroup_id >> 32) as u32);
+    put(&mut ctx_in, VERIFY_CB_ON_LOOPBACK, on_loopback as u32);
     let mut ctx_out = [0u8; SKB_CTX_SIZE];
     let mut data_out = vec![0u8; frame.len() + 64];
     let opts = TestRunOptions {

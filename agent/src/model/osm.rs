@@ -98,7 +98,8 @@ pub struct EgressSource {
     pub kind: String,
     #[serde(default)]
     pub name: String,
-    /// Defaults to the namespace of the `Egress`.
+    /// Required by OSM; when missing, Tollgate assumes the namespace of
+    /// the `Egress` (and warns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -107,7 +108,8 @@ pub struct EgressSource {
 #[serde(rename_all = "camelCase")]
 pub struct EgressPort {
     pub number: i64,
-    /// `http`, `https` or `tcp` (all TCP on the wire).
+    /// `http`, `https`, `tcp` or `tcp-server-first` (all TCP on the
+    /// wire; OSM ignores ports with any other protocol).
     #[serde(default)]
     pub protocol: String,
 }

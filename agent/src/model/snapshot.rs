@@ -327,6 +327,23 @@ impl Snapshot {
                     .map(Object::from)
             }
             (api, kind) => {
+                if let Some((kind, read)) = unread_version(api, kind) {
+                    diags.push(Diagnostic {
+                        severity: Severity::Warning,
+                        object: meta_ref(kind, &doc).to_string(),
+                        field: format!("{prefix}apiVersion"),
+                        message: if api.is_empty() {
+                            format!("no apiVersion (Tollgate reads {} as {read}); ignored", kind.as_str())
+                        } else {
+                            format!(
+                                "Tollgate does not read {} as {api:?} (only as {read}); ignored",
+                                kind.as_str()
+                            )
+                        },
+                        source: Some(source.to_owned()),
+                    });
+                    return;
+                }
                 debug!(
                     source,
                     api_version = api,
@@ -431,6 +448,66 @@ impl Snapshot {
     }
 }
 
+/// The API groups (`""` for the core group) in which Kubernetes, Istio or
+/// OSM define (or once defined) each kind Tollgate reads, and the
+/// apiVersions Tollgate reads it as.
+fn kind_groups(kind: &str) -> Option<(ObjectKind, &'static [&'static str], String)> {
+    let istio = || ISTIO_API_VERSIONS.join(", ");
+    Some(match kind {
+        "Namespace" => (ObjectKind::Namespace, &[""], "v1".to_owned()),
+        "Pod" => (ObjectKind::Pod, &[""], "v1".to_owned()),
+        "Service" => (ObjectKind::Service, &[""], "v1".to_owned()),
+        "EndpointSlice" => (ObjectKind::EndpointSlice, &["discovery.k8s.io"], "discovery.k8s.io/v1".to_owned()),
+        "NetworkPolicy" => (
+            ObjectKind::NetworkPolicy,
+            &["networking.k8s.io", "extensions"],
+            "networking.k8s.io/v1".to_owned(),
+        ),
+        "Gateway" => (ObjectKind::Gateway, &["networking.istio.io"], istio()),
+        "ServiceEntry" => (ObjectKind::ServiceEntry, &["networking.istio.io"], istio()),
+        "Sidecar" => (ObjectKind::Sidecar, &["networking.istio.io"], istio()),
+        "MeshConfig" => (
+            ObjectKind::MeshConfig,
+            &["config.openservicemesh.io"],
+            MESH_CONFIG_API_VERSIONS.join(", "),
+        ),
+        "Egress" => (ObjectKind::Egress, &["policy.openservicemesh.io"], EGRESS_API_VERSION.to_owned()),
+        _ => return None,
+    })
+}
+
+/// For a document that was not decoded: is it a kind Tollgate reads, under
+/// an apiVersion of the same API group that Tollgate does not read (or
+/// none)? Then the kind and the versions Tollgate reads. Kinds of the same
+/// name in other groups (`gateway.networking.k8s.io` `Gateway`, Knative
+/// `Service`) are other kinds and are not reported.
+fn unread_version(api_version: &str, kind: &str) -> Option<(ObjectKind, String)> {
+    let (object_kind, groups, read) = kind_groups(kind)?;
+    let group = match api_version.rsplit_once('/') {
+        Some((group, _)) => group,
+        None => "",
+    };
+    (api_version.is_empty() || groups.contains(&group)).then_some((object_kind, read))
+}
+
+/// The reference of an undecoded document, for diagnostics.
+fn meta_ref(kind: ObjectKind, doc: &serde_yaml::Value) -> ObjectRef {
+    let text = |field: &str| {
+        doc.get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+    };
+    ObjectRef {
+        kind,
+        namespace: kind
+            .is_namespaced()
+            .then(|| text("namespace").unwrap_or_else(|| "default".to_owned())),
+        name: text("name").unwrap_or_else(|| "(unnamed)".to_owned()),
+    }
+}
+
 /// Replace the object at `existing` or append it; returns its position.
 fn put<T>(items: &mut Vec<T>, existing: Option<usize>, object: T) -> usize {
     match existing.and_then(|i| items.get_mut(i).map(|slot| (i, slot))) {
@@ -453,16 +530,7 @@ fn decode<T: DeserializeOwned>(
     doc: serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
-    let name = doc
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .map(str::to_owned);
-    let namespace = doc
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(|n| n.as_str())
-        .map(str::to_owned);
+    let object = meta_ref(kind, &doc);
     match serde_path_to_error::deserialize::<_, T>(doc) {
         Ok(object) => Some(object),
         Err(err) => {
@@ -471,15 +539,6 @@ fn decode<T: DeserializeOwned>(
                 "(document)".to_owned()
             } else {
                 path
-            };
-            let object = ObjectRef {
-                kind,
-                namespace: if kind.is_namespaced() {
-                    namespace.or_else(|| Some("default".to_owned()))
-                } else {
-                    None
-                },
-                name: name.unwrap_or_else(|| "(unnamed)".to_owned()),
             };
             diags.push(Diagnostic {
                 severity: Severity::Error,
@@ -545,7 +604,10 @@ mod tests {
         }
         let egress = format!("apiVersion: {EGRESS_API_VERSION}\nkind: Egress\nmetadata: {{name: e, namespace: x}}");
         assert!(add(&mut snap, "a.yaml", &egress).is_empty());
-        assert!(add(&mut snap, "a.yaml", "apiVersion: policy.openservicemesh.io/v9\nkind: Egress\nmetadata: {name: e2}").is_empty());
+        let unread = add(&mut snap, "a.yaml", "apiVersion: policy.openservicemesh.io/v9\nkind: Egress\nmetadata: {name: e2}");
+        assert_eq!(unread.len(), 1, "{unread:?}");
+        assert_eq!((unread[0].object.as_str(), unread[0].field.as_str()), ("Egress default/e2", "apiVersion"));
+        assert_eq!(unread[0].severity, Severity::Warning);
         assert!(add(
             &mut snap,
             "a.yaml",
@@ -636,6 +698,62 @@ mod tests {
         assert!(diags[0].message.contains("one.yaml") && diags[0].message.contains("two.yaml"));
         let key = ObjectRef::new(ObjectKind::Namespace, None, "shop");
         assert_eq!(snap.source_of(&key), Some("two.yaml"));
+    }
+
+    #[test]
+    fn known_kinds_under_unread_api_versions_warn() {
+        let mut snap = Snapshot::new();
+        let cases = [
+            ("apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: shop}", "NetworkPolicy shop/np"),
+            ("apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: old}", "NetworkPolicy default/old"),
+            ("apiVersion: policy.openservicemesh.io/v1alpha2\nkind: Egress\nmetadata: {name: e, namespace: curl}", "Egress curl/e"),
+            ("apiVersion: config.openservicemesh.io/v1\nkind: MeshConfig\nmetadata: {name: osm-mesh-config, namespace: osm-system}", "MeshConfig osm-system/osm-mesh-config"),
+            ("apiVersion: networking.istio.io/v2\nkind: ServiceEntry\nmetadata: {name: se}", "ServiceEntry default/se"),
+            ("apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: s, namespace: x}", "EndpointSlice x/s"),
+            ("apiVersion: v2\nkind: Namespace\nmetadata: {name: shop}", "Namespace shop"),
+            ("kind: Pod\nmetadata: {name: p, namespace: x}", "Pod x/p"),
+            ("apiVersion: 1\nkind: Sidecar\nmetadata: {name: [x]}", "Sidecar default/(unnamed)"),
+        ];
+        for (yaml, object) in cases {
+            let diags = add(&mut snap, "v.yaml", yaml);
+            assert_eq!(diags.len(), 1, "{yaml}: {diags:?}");
+            assert_eq!(diags[0].severity, Severity::Warning);
+            assert_eq!(diags[0].object, object);
+            assert_eq!(diags[0].field, "apiVersion");
+            assert_eq!(diags[0].source.as_deref(), Some("v.yaml"));
+        }
+        let listed = add(&mut snap, "l.yaml", "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: networking.k8s.io/v1beta1, kind: NetworkPolicy, metadata: {name: a}}\n");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].field, "items[0].apiVersion");
+        assert!(snap.is_empty());
+        // Same kind names in other API groups are other kinds: not ours.
+        for yaml in [
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}",
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}",
+        ] {
+            assert!(add(&mut snap, "o.yaml", yaml).is_empty(), "{yaml}");
+        }
+        assert!(snap.is_empty());
+    }
+
+    #[test]
+    fn documents_that_are_not_objects_are_reported() {
+        let mut snap = Snapshot::new();
+        for yaml in ["42", "just text", "[1, 2]", "- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}"] {
+            let diags = add(&mut snap, "x.yaml", yaml);
+            assert_eq!(diags.len(), 1, "{yaml}: {diags:?}");
+            assert_eq!(diags[0].severity, Severity::Error);
+            assert_eq!((diags[0].object.as_str(), diags[0].field.as_str()), ("document", "(document)"));
+        }
+        assert!(add(&mut snap, "x.yaml", "~").is_empty(), "an empty document is fine");
+        let bad_list = add(&mut snap, "x.yaml", "apiVersion: v1\nkind: List\nitems: {a: 1}");
+        assert_eq!((bad_list[0].object.as_str(), bad_list[0].field.as_str()), ("List", "items"));
+        let scalar_item = add(&mut snap, "x.yaml", "apiVersion: v1\nkind: List\nitems: [7]");
+        assert_eq!(scalar_item[0].field, "items[0]");
+        let no_kind = add(&mut snap, "x.yaml", "apiVersion: v1\nmetadata: {name: a}");
+        assert_eq!((no_kind[0].field.as_str(), no_kind[0].severity), ("kind", Severity::Warning));
+        assert!(snap.is_empty());
     }
 
     #[test]

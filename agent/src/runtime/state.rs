@@ -7,7 +7,14 @@ use super::{time::now_rfc3339, AgentConfig};
 use crate::{
     datapath::reconcile::ApplyReport,
     desired::{Diagnostic, Mode},
+    explain::{Explain, OsmExplain, PolicySources},
+    resolver::HostStatus,
 };
+
+/// File names in the agent's state folder.
+pub const STATUS_FILE: &str = "status.json";
+pub const EXPLAIN_FILE: &str = "explain.json";
+pub const ANALYSIS_FILE: &str = "analysis.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkloadStatus {
@@ -21,6 +28,8 @@ pub struct WorkloadStatus {
     pub workload_id: u32,
     /// Cgroups found for the pod on this node (0: not running here yet).
     pub cgroups: usize,
+    #[serde(flatten)]
+    pub sources: PolicySources,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +52,19 @@ pub struct StatusFile {
     pub diagnostics: Vec<DiagnosticJson>,
     /// `namespace/name` → IPs of every pod in the input.
     pub pods: BTreeMap<String, Vec<String>>,
+    /// The egress gateways, as explanations name them.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// External ServiceEntry hosts (reachable only through the gateway)
+    /// and the ServiceEntries naming them.
+    #[serde(default)]
+    pub external_hosts: BTreeMap<String, Vec<String>>,
+    /// Host names of mesh objects and what they resolve to now.
+    #[serde(default)]
+    pub hosts: Vec<HostStatus>,
+    /// The OSM MeshConfig in force, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osm: Option<OsmExplain>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +95,10 @@ impl StatusFile {
             workloads: Vec::new(),
             diagnostics: Vec::new(),
             pods: BTreeMap::new(),
+            gateways: Vec::new(),
+            external_hosts: BTreeMap::new(),
+            hosts: Vec::new(),
+            osm: None,
         }
     }
 
@@ -104,19 +130,34 @@ impl StatusFile {
 
     /// Writes atomically (temp file + rename).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, self).map_err(std::io::Error::other)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        write_json(path, self, true)
     }
 
     pub fn read(path: &Path) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(path)?;
         serde_json::from_str(&text).map_err(std::io::Error::other)
     }
+}
+
+/// Write `value` as JSON to `path` atomically (temp file + rename).
+pub fn write_json<T: Serialize>(path: &Path, value: &T, pretty: bool) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    if pretty {
+        serde_json::to_writer_pretty(&mut f, value).map_err(std::io::Error::other)?;
+    } else {
+        serde_json::to_writer(&mut f, value).map_err(std::io::Error::other)?;
+    }
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The rule provenance the agent last applied (read by `verify`).
+pub fn read_explain(state_dir: &Path) -> std::io::Result<Explain> {
+    let text = std::fs::read_to_string(state_dir.join(EXPLAIN_FILE))?;
+    serde_json::from_str(&text).map_err(std::io::Error::other)
 }

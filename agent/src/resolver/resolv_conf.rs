@@ -1,0 +1,205 @@
+//! The resolver configuration read from `resolv.conf`: name servers and the
+//! `timeout:`/`attempts:` options, with glibc's defaults and limits.
+//!
+//! Only `nameserver` and `options` lines matter. `search`, `domain` and
+//! `ndots` are ignored on purpose: hosts are always queried as absolute
+//! names. `RES_OPTIONS` and `LOCALDOMAIN` from the environment are not read.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::ResolveError;
+
+pub const DEFAULT_PATH: &str = "/etc/resolv.conf";
+/// glibc uses at most three name servers (`MAXNS`).
+pub const MAX_NAMESERVERS: usize = 3;
+pub const DNS_PORT: u16 = 53;
+/// glibc's defaults (`RES_TIMEOUT`, `RES_DFLRETRY`) and upper limits
+/// (`RES_MAXRETRANS`, `RES_MAXRETRY`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_ATTEMPTS: u32 = 2;
+pub const MAX_TIMEOUT_SECS: u64 = 30;
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Where and how to ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvConf {
+    /// Name servers in the order they are tried; never empty after
+    /// [`ResolvConf::parse`] (127.0.0.1:53 when the file lists none).
+    pub nameservers: Vec<SocketAddr>,
+    /// How long to wait for one server's answer to one try.
+    pub timeout: Duration,
+    /// How many rounds over all servers before giving up.
+    pub attempts: u32,
+}
+
+impl Default for ResolvConf {
+    fn default() -> Self {
+        ResolvConf {
+            nameservers: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DNS_PORT)],
+            timeout: DEFAULT_TIMEOUT,
+            attempts: DEFAULT_ATTEMPTS,
+        }
+    }
+}
+
+impl ResolvConf {
+    /// Reads `path`. A missing file gives the defaults, as with glibc; any
+    /// other read error is returned.
+    pub fn read(path: &Path) -> Result<ResolvConf, ResolveError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(ResolvConf::parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ResolvConf::default()),
+            Err(source) => Err(ResolveError::ResolvConf {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses the text of a `resolv.conf`. Lines starting with `#` or `;`
+    /// are comments; unparsable addresses and unknown options are skipped
+    /// (glibc does the same); name servers after the third are ignored.
+    pub fn parse(text: &str) -> ResolvConf {
+        let mut conf = ResolvConf {
+            nameservers: Vec::new(),
+            ..ResolvConf::default()
+        };
+        for line in text.lines() {
+            if line.starts_with(['#', ';']) {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => {
+                    if let Some(addr) = words.next().and_then(parse_nameserver) {
+                        if conf.nameservers.len() < MAX_NAMESERVERS {
+                            conf.nameservers.push(addr);
+                        }
+                    }
+                }
+                Some("options") => words.for_each(|option| conf.apply_option(option)),
+                _ => {}
+            }
+        }
+        if conf.nameservers.is_empty() {
+            conf.nameservers = ResolvConf::default().nameservers;
+        }
+        conf
+    }
+
+    fn apply_option(&mut self, option: &str) {
+        if let Some(v) = option.strip_prefix("timeout:").and_then(|v| v.parse::<u64>().ok()) {
+            self.timeout = Duration::from_secs(v.clamp(1, MAX_TIMEOUT_SECS));
+        } else if let Some(v) = option.strip_prefix("attempts:").and_then(|v| v.parse::<u32>().ok()) {
+            self.attempts = v.clamp(1, MAX_ATTEMPTS);
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address, the latter with an optional `%zone` (interface
+/// name or index), on port 53.
+fn parse_nameserver(word: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = word.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, DNS_PORT));
+    }
+    let (ip, zone) = word.split_once('%')?;
+    let ip = ip.parse().ok()?;
+    let scope = match zone.parse::<u32>() {
+        Ok(index) => index,
+        Err(_) => interface_index(zone)?,
+    };
+    Some(SocketAddr::V6(SocketAddrV6::new(ip, DNS_PORT, 0, scope)))
+}
+
+fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    #[test]
+    fn reads_nameservers_options_and_comments() {
+        let conf = ResolvConf::parse(
+            "# generated by something\n\
+             ; another comment\n\
+             #nameserver 192.0.2.99\n\
+             search default.svc.cluster.local svc.cluster.local\n\
+             nameserver 10.96.0.10\n\
+             nameserver\t2001:db8::53   # trailing words are ignored\n\
+             nameserver not-an-address\n\
+             options ndots:5 timeout:2 rotate attempts:3\n",
+        );
+        assert_eq!(conf.nameservers, [addr("10.96.0.10:53"), addr("[2001:db8::53]:53")]);
+        assert_eq!(conf.timeout, Duration::from_secs(2));
+        assert_eq!(conf.attempts, 3);
+    }
+
+    #[test]
+    fn defaults_without_nameservers_and_options() {
+        let conf = ResolvConf::parse("search example.com\noptions ndots:2\n");
+        assert_eq!(conf, ResolvConf::default());
+        assert_eq!(conf.nameservers, [addr("127.0.0.1:53")]);
+        assert_eq!((conf.timeout, conf.attempts), (Duration::from_secs(5), 2));
+    }
+
+    #[test]
+    fn keeps_the_first_three_nameservers() {
+        let conf = ResolvConf::parse(
+            "nameserver 192.0.2.1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\nnameserver 192.0.2.4\n",
+        );
+        assert_eq!(
+            conf.nameservers,
+            [addr("192.0.2.1:53"), addr("192.0.2.2:53"), addr("192.0.2.3:53")]
+        );
+    }
+
+    #[test]
+    fn limits_options_like_glibc() {
+        let conf = ResolvConf::parse("options timeout:99 attempts:9\n");
+        assert_eq!((conf.timeout, conf.attempts), (Duration::from_secs(30), 5));
+        let conf = ResolvConf::parse("options timeout:0 attempts:0\n");
+        assert_eq!((conf.timeout, conf.attempts), (Duration::from_secs(1), 1));
+        let conf = ResolvConf::parse("options timeout:x attempts:-1\noptions timeout:3\n");
+        assert_eq!((conf.timeout, conf.attempts), (Duration::from_secs(3), 2));
+    }
+
+    #[test]
+    fn ipv6_nameserver_with_zone() {
+        let conf = ResolvConf::parse("nameserver fe80::1%7\nnameserver fe80::2%lo\nnameserver fe80::3%no-such-if0\n");
+        let SocketAddr::V6(first) = conf.nameservers[0] else {
+            panic!("not v6: {:?}", conf.nameservers)
+        };
+        assert_eq!(
+            (first.ip().to_string(), first.port(), first.scope_id()),
+            ("fe80::1".to_string(), 53, 7)
+        );
+        let SocketAddr::V6(second) = conf.nameservers[1] else {
+            panic!("not v6: {:?}", conf.nameservers)
+        };
+        assert_ne!(second.scope_id(), 0, "lo has an interface index");
+        assert_eq!(conf.nameservers.len(), 2, "an unknown interface skips the line");
+    }
+
+    #[test]
+    fn reads_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("resolv.conf");
+        std::fs::write(&path, "nameserver 192.0.2.53\n").expect("write");
+        let conf = ResolvConf::read(&path).expect("readable");
+        assert_eq!(conf.nameservers, [addr("192.0.2.53:53")]);
+        let missing = ResolvConf::read(&dir.path().join("missing")).expect("missing file gives defaults");
+        assert_eq!(missing, ResolvConf::default());
+        let err = ResolvConf::read(dir.path()).expect_err("a directory is not readable as a file");
+        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+    }
+}
