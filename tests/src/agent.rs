@@ -24,6 +24,15 @@ pub struct AgentConfig {
     pub log_dir: PathBuf,
     /// `--metrics-addr` of the agent (loopback, a free port).
     pub metrics_addr: String,
+    /// `--resolv-conf` (the agent's default, /etc/resolv.conf, when None).
+    pub resolv_conf: Option<PathBuf>,
+    /// Run the agent inside this network namespace (the node's, so that it
+    /// reaches cluster DNS like a hostNetwork DaemonSet), entered with
+    /// `exec_in_bin exec-in --netns` (a plain setns: unlike `ip netns exec`,
+    /// it keeps /sys/fs/bpf and the cgroup mount). None: the caller's netns.
+    pub netns: Option<String>,
+    /// The `tollgate-e2e` binary (for `exec-in`).
+    pub exec_in_bin: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,14 +83,37 @@ impl Agent {
             c.args(["--cluster-cidr", cidr]);
         }
         c.args(["--metrics-addr", &self.cfg.metrics_addr]);
+        if let Some(r) = &self.cfg.resolv_conf {
+            c.arg("--resolv-conf").arg(r);
+        }
         c
     }
 
-    /// GET `path` from the agent's metrics endpoint; (status line, body).
+    /// GET `path` from the agent's metrics endpoint (in the agent's netns);
+    /// (status line, body).
     pub fn http_get(&self, path: &str) -> Result<(String, String)> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.cfg.metrics_addr)
-            .with_context(|| format!("connecting to {}", self.cfg.metrics_addr))?;
+        let addr = self.cfg.metrics_addr.clone();
+        let mut s = match &self.cfg.netns {
+            None => std::net::TcpStream::connect(&addr),
+            // setns(2) moves only the calling thread: connect from a
+            // short-lived thread inside the netns; the socket stays there.
+            Some(ns) => {
+                let ns = ns.clone();
+                std::thread::spawn(move || -> std::io::Result<std::net::TcpStream> {
+                    use std::os::fd::AsRawFd;
+                    let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
+                    // SAFETY: f is an open netns fd for the duration of the call.
+                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    std::net::TcpStream::connect(&addr)
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("connect thread panicked"))?
+            }
+        }
+        .with_context(|| format!("connecting to {} (netns {:?})", self.cfg.metrics_addr, self.cfg.netns))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
         let mut text = String::new();
@@ -93,7 +125,15 @@ impl Agent {
     fn spawn(&mut self) -> Result<()> {
         let log = self.cfg.log_dir.join(format!("agent-{}.log", self.logs.len() + 1));
         self.logs.push(log.clone());
-        let p = Proc::spawn("tollgate agent", self.command(), log, None)?;
+        let cmd = match &self.cfg.netns {
+            None => self.command(),
+            Some(ns) => {
+                let inner = self.command();
+                let args: Vec<String> = inner.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+                crate::procs::exec_in_command(&self.cfg.exec_in_bin, Some(ns), None, Path::new(inner.get_program()), &args)
+            }
+        };
+        let p = Proc::spawn("tollgate agent", cmd, log, None)?;
         self.proc = Some(p);
         Ok(())
     }
@@ -146,6 +186,24 @@ impl Agent {
     pub fn counters(&self) -> Result<Value> {
         let out = self.cli(&["counters", "-o", "json"])?;
         serde_json::from_str(&out).with_context(|| format!("parsing counters JSON: {out}"))
+    }
+
+    /// `tollgate verify ARGS -o json` against the running agent's pins.
+    pub fn verify(&self, args: &[&str]) -> Result<Value> {
+        let mut a = vec!["verify"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        let out = self.cli(&a)?;
+        serde_json::from_str(out.trim()).with_context(|| format!("parsing verify JSON of {a:?}: {out}"))
+    }
+
+    /// `tollgate flows -o json`: one object per line.
+    pub fn flows(&self) -> Result<Vec<Value>> {
+        let out = self.cli(&["flows", "-o", "json"])?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("parsing flows line {l}")))
+            .collect()
     }
 
     pub fn counters_text(&self) -> Result<String> {

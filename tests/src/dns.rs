@@ -59,8 +59,12 @@ fn read_name(msg: &[u8], mut pos: usize) -> Result<(String, usize)> {
     bail!("name too long or looping")
 }
 
-/// Builds the answer to a query from the records (NXDOMAIN for unknown names).
-pub fn answer(query: &[u8], records: &Records) -> Result<Vec<u8>> {
+/// TTL of the answers unless `dns-serve --ttl` says otherwise.
+pub const DEFAULT_TTL: u32 = 30;
+
+/// Builds the answer to a query from the records (NXDOMAIN for unknown
+/// names), each answer with `ttl` seconds.
+pub fn answer(query: &[u8], records: &Records, ttl: u32) -> Result<Vec<u8>> {
     if query.len() < 12 {
         bail!("short query");
     }
@@ -89,7 +93,7 @@ pub fn answer(query: &[u8], records: &Records) -> Result<Vec<u8>> {
         r.extend_from_slice(&[0xc0, 0x0c]);
         r.extend_from_slice(&qtype.to_be_bytes());
         r.extend_from_slice(&1u16.to_be_bytes());
-        r.extend_from_slice(&30u32.to_be_bytes());
+        r.extend_from_slice(&ttl.to_be_bytes());
         match ip {
             IpAddr::V4(a) => {
                 r.extend_from_slice(&4u16.to_be_bytes());
@@ -137,7 +141,7 @@ pub fn parse_response(msg: &[u8], id: u16) -> Result<(u8, Vec<IpAddr>)> {
 }
 
 /// Serves UDP and TCP on every address; prints `ready` once all are bound.
-pub fn dns_serve(listen: &[SocketAddr], records: Records) -> Result<()> {
+pub fn dns_serve(listen: &[SocketAddr], records: Records, ttl: u32) -> Result<()> {
     let records = Arc::new(records);
     let mut handles = Vec::new();
     let mut sockets = Vec::new();
@@ -152,9 +156,9 @@ pub fn dns_serve(listen: &[SocketAddr], records: Records) -> Result<()> {
         handles.push(std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while let Ok((n, from)) = u.recv_from(&mut buf) {
-                match answer(&buf[..n], &r) {
+                match answer(&buf[..n], &r, ttl) {
                     Ok(resp) => {
-                        eprintln!("dns-serve: udp query from {from}");
+                        eprintln!("dns-serve: udp query from {from}: {}", query_name(&buf[..n]));
                         let _ = u.send_to(&resp, from);
                     }
                     Err(e) => eprintln!("dns-serve: bad udp query from {from}: {e:#}"),
@@ -166,7 +170,7 @@ pub fn dns_serve(listen: &[SocketAddr], records: Records) -> Result<()> {
             for conn in t.incoming().flatten() {
                 let r = r.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = serve_tcp_conn(conn, &r) {
+                    if let Err(e) = serve_tcp_conn(conn, &r, ttl) {
                         eprintln!("dns-serve: tcp: {e:#}");
                     }
                 });
@@ -179,7 +183,18 @@ pub fn dns_serve(listen: &[SocketAddr], records: Records) -> Result<()> {
     Ok(())
 }
 
-fn serve_tcp_conn(mut s: TcpStream, r: &Records) -> Result<()> {
+/// `name/TYPE` of a query, for the log.
+fn query_name(q: &[u8]) -> String {
+    match read_name(q, 12) {
+        Ok((name, after)) => match q.get(after..after + 2) {
+            Some(&[a, b]) => format!("{name}/{}", u16::from_be_bytes([a, b])),
+            _ => name,
+        },
+        Err(e) => format!("<{e}>"),
+    }
+}
+
+fn serve_tcp_conn(mut s: TcpStream, r: &Records, ttl: u32) -> Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     eprintln!("dns-serve: tcp query from {}", s.peer_addr()?);
     loop {
@@ -189,7 +204,7 @@ fn serve_tcp_conn(mut s: TcpStream, r: &Records) -> Result<()> {
         }
         let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
         s.read_exact(&mut q)?;
-        let resp = answer(&q, r)?;
+        let resp = answer(&q, r, ttl)?;
         s.write_all(&(resp.len() as u16).to_be_bytes())?;
         s.write_all(&resp)?;
     }
@@ -203,10 +218,14 @@ mod tests {
     fn roundtrip() {
         let recs = parse_records(&["edition.cnn.com=203.0.113.10".into(), "edition.cnn.com=2001:db8:113::10".into()]).unwrap();
         let q = encode_query(7, "edition.cnn.com", TYPE_AAAA);
-        let (rc, a) = parse_response(&answer(&q, &recs).unwrap(), 7).unwrap();
+        let resp = answer(&q, &recs, 5).unwrap();
+        let (rc, a) = parse_response(&resp, 7).unwrap();
         assert_eq!((rc, a), (0, vec!["2001:db8:113::10".parse::<IpAddr>().unwrap()]));
+        // The answer's TTL follows the query (echoed) and name pointer, type, class.
+        let at = q.len() + 6;
+        assert_eq!(resp[at..at + 4], 5u32.to_be_bytes());
         let q = encode_query(8, "nope.example", TYPE_A);
-        let (rc, a) = parse_response(&answer(&q, &recs).unwrap(), 8).unwrap();
+        let (rc, a) = parse_response(&answer(&q, &recs, DEFAULT_TTL).unwrap(), 8).unwrap();
         assert_eq!((rc, a.len()), (3, 0));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod cgroups;
+pub mod checks;
 pub mod dns;
 pub mod manifests;
 pub mod pods;
@@ -12,4 +13,5 @@ pub mod procs;
 pub mod serve;
 pub mod story;
 pub mod topology;
+pub mod truth_table;
 pub mod util;

@@ -1,6 +1,8 @@
-//! The whole istio-egress-gateway world for one run: topology, cgroups,
-//! servers, manifests and (optionally) the agent. Dropping it tears down in
-//! order: agent (kill, unpin), servers, netns, cgroups, temp dir.
+//! The whole world of one run: topology, cgroups, servers, manifests and
+//! (optionally) the agent. The istio-egress-gateway story is the base; other
+//! stories add pods, example folders, servers, DNS records and external
+//! addresses through [`StoryOpts`]. Dropping it tears down in order: agent
+//! (kill, unpin), servers, netns, cgroups, temp dir.
 
 use crate::agent::{Agent, AgentConfig};
 use crate::cgroups::CgroupTree;
@@ -10,7 +12,7 @@ use crate::procs::{exec_in_command, run_capture, Proc};
 use crate::topology::{Topology, TopologyOpts};
 use crate::util::{unique_prefix, TempDir};
 use anyhow::{Context, Result};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +27,49 @@ pub struct Story {
     pub e2e_bin: PathBuf,
     pub manifests: PathBuf,
     pub manifests_source: String,
+    pub opts: StoryOpts,
+}
+
+/// What a story adds to the istio-egress-gateway base.
+#[derive(Clone, Debug)]
+pub struct StoryOpts {
+    /// Pods besides [`pods::ALL_PODS`] (netns, veth on the bridge, cgroup);
+    /// their manifests must come from `examples` (checked).
+    pub extra_pods: Vec<PodSpec>,
+    /// Example folders (`examples/<name>`) copied to `manifests/<name>/`.
+    pub examples: Vec<String>,
+    /// More addresses of the external host; http-serve listens on them too.
+    pub extra_external: Vec<IpAddr>,
+    /// Ports of the external http-serve (on every external address).
+    pub external_ports: Vec<u16>,
+    /// http-serve inside these pods (netns and cgroup), on both of the
+    /// pod's addresses, on each port.
+    pub pod_servers: Vec<(PodSpec, Vec<u16>)>,
+    /// More `NAME=IP` records of cluster DNS (kube-system/coredns).
+    pub dns_records: Vec<(String, IpAddr)>,
+    /// TTL of cluster DNS answers.
+    pub dns_ttl: u32,
+    /// Run the agent in the node netns with `--resolv-conf` naming cluster
+    /// DNS (10.244.0.30), so that it resolves host names of mesh objects.
+    pub agent_uses_cluster_dns: bool,
+    /// Pods `start_agent` waits to see enforced.
+    pub enforced: Vec<PodSpec>,
+}
+
+impl Default for StoryOpts {
+    fn default() -> Self {
+        StoryOpts {
+            extra_pods: Vec::new(),
+            examples: Vec::new(),
+            extra_external: Vec::new(),
+            external_ports: vec![80],
+            pod_servers: Vec::new(),
+            dns_records: Vec::new(),
+            dns_ttl: crate::dns::DEFAULT_TTL,
+            agent_uses_cluster_dns: false,
+            enforced: vec![pods::TEST_EGRESS_SLEEP],
+        }
+    }
 }
 
 pub fn v4(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
@@ -39,12 +84,26 @@ impl Story {
     /// Builds netns, cgroups and manifests, and starts the external HTTP
     /// server, the gateway forwarder and the DNS server.
     pub fn build(e2e_bin: &Path) -> Result<Story> {
+        Story::build_with(e2e_bin, StoryOpts::default())
+    }
+
+    /// [`Story::build`] plus what `opts` adds.
+    pub fn build_with(e2e_bin: &Path, opts: StoryOpts) -> Result<Story> {
         let prefix = unique_prefix();
         let dir = TempDir::new(&format!("tollgate-e2e-{prefix}"))?;
-        let cgroups = CgroupTree::create(&prefix, &pods::ALL_PODS)?;
-        let topo = Topology::build(&TopologyOpts::new(&prefix)).context("building topology")?;
+        let all_pods: Vec<PodSpec> = pods::ALL_PODS.iter().chain(&opts.extra_pods).copied().collect();
         let manifests = dir.path.join("manifests");
-        let manifests_source = crate::manifests::populate(&manifests)?;
+        let mut manifests_source = crate::manifests::populate(&manifests)?;
+        for ex in &opts.examples {
+            crate::manifests::add_example(&manifests, ex)?;
+            manifests_source.push_str(&format!(" + examples/{ex}"));
+        }
+        crate::manifests::check_pods(&manifests, &all_pods)?;
+        let cgroups = CgroupTree::create(&prefix, &all_pods)?;
+        let mut topo_opts = TopologyOpts::new(&prefix);
+        topo_opts.pods = all_pods;
+        topo_opts.extra_external = opts.extra_external.clone();
+        let topo = Topology::build(&topo_opts).context("building topology")?;
         let mut s = Story {
             agent: None,
             servers: Vec::new(),
@@ -55,6 +114,7 @@ impl Story {
             e2e_bin: e2e_bin.to_path_buf(),
             manifests,
             manifests_source,
+            opts,
         };
         s.start_servers()?;
         Ok(s)
@@ -62,18 +122,23 @@ impl Story {
 
     fn start_servers(&mut self) -> Result<()> {
         let ext = self.topo.external_ns.clone();
-        self.spawn_server(
-            "http-serve",
-            &ext,
-            None,
-            &[
-                "http-serve".into(),
-                "--listen".into(),
-                v4(pods::EXTERNAL_V4, 80).to_string(),
-                "--listen".into(),
-                v6(pods::EXTERNAL_V6, 80).to_string(),
-            ],
-        )?;
+        let ext_addrs: Vec<IpAddr> =
+            [IpAddr::V4(pods::EXTERNAL_V4), IpAddr::V6(pods::EXTERNAL_V6)].into_iter().chain(self.opts.extra_external.clone()).collect();
+        let mut args = vec!["http-serve".to_string()];
+        for port in &self.opts.external_ports {
+            for a in &ext_addrs {
+                args.extend(["--listen".into(), SocketAddr::new(*a, *port).to_string()]);
+            }
+        }
+        self.spawn_server("http-serve", &ext, None, &args)?;
+        for (pod, ports) in self.opts.pod_servers.clone() {
+            let mut args = vec!["http-serve".to_string()];
+            for port in ports {
+                args.extend(["--listen".into(), v4(pod.ipv4, port).to_string(), "--listen".into(), v6(pod.ipv6, port).to_string()]);
+            }
+            let (ns, cg) = (self.topo.pod_ns(&pod).to_string(), self.cgroups.container(&pod).to_path_buf());
+            self.spawn_server(&format!("http-serve-{}-{}", pod.namespace, pod.name), &ns, Some(&cg), &args)?;
+        }
         let gw = pods::EGRESS_GATEWAY;
         let (gw_ns, gw_cg) = (self.topo.pod_ns(&gw).to_string(), self.cgroups.container(&gw).to_path_buf());
         self.spawn_server(
@@ -94,22 +159,23 @@ impl Story {
         )?;
         let dns = pods::COREDNS;
         let (dns_ns, dns_cg) = (self.topo.pod_ns(&dns).to_string(), self.cgroups.container(&dns).to_path_buf());
-        self.spawn_server(
-            "dns-serve",
-            &dns_ns,
-            Some(&dns_cg),
-            &[
-                "dns-serve".into(),
-                "--listen".into(),
-                v4(dns.ipv4, 53).to_string(),
-                "--listen".into(),
-                v6(dns.ipv6, 53).to_string(),
-                "--record".into(),
-                format!("{}={}", pods::EXTERNAL_HOST, pods::EXTERNAL_V4),
-                "--record".into(),
-                format!("{}={}", pods::EXTERNAL_HOST, pods::EXTERNAL_V6),
-            ],
-        )?;
+        let mut args: Vec<String> = vec![
+            "dns-serve".into(),
+            "--listen".into(),
+            v4(dns.ipv4, 53).to_string(),
+            "--listen".into(),
+            v6(dns.ipv6, 53).to_string(),
+            "--ttl".into(),
+            self.opts.dns_ttl.to_string(),
+            "--record".into(),
+            format!("{}={}", pods::EXTERNAL_HOST, pods::EXTERNAL_V4),
+            "--record".into(),
+            format!("{}={}", pods::EXTERNAL_HOST, pods::EXTERNAL_V6),
+        ];
+        for (name, ip) in &self.opts.dns_records {
+            args.extend(["--record".into(), format!("{name}={ip}")]);
+        }
+        self.spawn_server("dns-serve", &dns_ns, Some(&dns_cg), &args)?;
         Ok(())
     }
 
@@ -122,6 +188,11 @@ impl Story {
     }
 
     pub fn agent_config(&self, tollgate_bin: &Path) -> AgentConfig {
+        let (netns, resolv_conf) = if self.opts.agent_uses_cluster_dns {
+            (Some(self.topo.node_ns.clone()), Some(self.dir.path.join("resolv.conf")))
+        } else {
+            (None, None)
+        };
         AgentConfig {
             bin: tollgate_bin.to_path_buf(),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/tollgate-e2e-{}", self.prefix)),
@@ -130,16 +201,26 @@ impl Story {
             cgroup_root: self.cgroups.root.clone(),
             log_dir: self.dir.path.clone(),
             metrics_addr: free_loopback_addr(),
+            resolv_conf,
+            netns,
+            exec_in_bin: self.e2e_bin.clone(),
         }
     }
 
-    /// Starts the agent and waits until test-egress/sleep is enforced.
+    /// Starts the agent and waits until the `enforced` pods (by default
+    /// test-egress/sleep) are enforced.
     pub fn start_agent(&mut self, tollgate_bin: &Path) -> Result<&mut Agent> {
-        let a = Agent::start(self.agent_config(tollgate_bin))?;
+        let cfg = self.agent_config(tollgate_bin);
+        if let Some(r) = &cfg.resolv_conf {
+            // Cluster DNS only; short timeouts so a lost answer is retried soon.
+            std::fs::write(r, format!("# tollgate e2e run {}\nnameserver {}\noptions timeout:1 attempts:3\n", self.prefix, pods::COREDNS.ipv4))?;
+        }
+        let a = Agent::start(cfg)?;
         self.agent = Some(a);
         let a = self.agent.as_mut().expect("just set");
-        let p = pods::TEST_EGRESS_SLEEP;
-        a.wait_applied(p.namespace, p.name, "enforce", None, Duration::from_secs(15))?;
+        for p in self.opts.enforced.clone() {
+            a.wait_applied(p.namespace, p.name, "enforce", None, Duration::from_secs(15))?;
+        }
         Ok(a)
     }
 
@@ -170,12 +251,16 @@ impl Story {
     }
 
     pub fn probe_dns(&self, pod: &PodSpec, server: SocketAddr, qtype: &str, tcp: bool) -> Result<ProbeResult> {
+        self.probe_dns_name(pod, server, pods::EXTERNAL_HOST, qtype, tcp)
+    }
+
+    pub fn probe_dns_name(&self, pod: &PodSpec, server: SocketAddr, name: &str, qtype: &str, tcp: bool) -> Result<ProbeResult> {
         let mut a = vec![
             "dns".into(),
             "--server".into(),
             server.to_string(),
             "--name".into(),
-            pods::EXTERNAL_HOST.into(),
+            name.into(),
             "--type".into(),
             qtype.into(),
             "--timeout-ms".into(),

@@ -5,6 +5,7 @@
 use crate::pods::{self, PodSpec};
 use crate::util::{ip, ip_in, poll, run};
 use anyhow::{Context, Result};
+use std::net::IpAddr;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -12,11 +13,14 @@ pub struct TopologyOpts {
     /// Unique prefix for this run (e.g. from `unique_prefix()`).
     pub prefix: String,
     pub pods: Vec<PodSpec>,
+    /// Addresses of the external host besides 203.0.113.10 and 2001:db8:113::10
+    /// (inside 203.0.113.0/24 and 2001:db8:113::/64).
+    pub extra_external: Vec<IpAddr>,
 }
 
 impl TopologyOpts {
     pub fn new(prefix: &str) -> TopologyOpts {
-        TopologyOpts { prefix: prefix.to_string(), pods: pods::ALL_PODS.to_vec() }
+        TopologyOpts { prefix: prefix.to_string(), pods: pods::ALL_PODS.to_vec(), extra_external: Vec::new() }
     }
 }
 
@@ -74,6 +78,12 @@ impl Topology {
         ip_in(&node, &["link", "set", "ext0", "up"])?;
         ip_in(&ext, &["addr", "add", "203.0.113.10/24", "dev", "eth0"])?;
         ip_in(&ext, &["addr", "add", "2001:db8:113::10/64", "dev", "eth0", "nodad"])?;
+        for a in &opts.extra_external {
+            match a {
+                IpAddr::V4(a) => ip_in(&ext, &["addr", "add", &format!("{a}/24"), "dev", "eth0"])?,
+                IpAddr::V6(a) => ip_in(&ext, &["addr", "add", &format!("{a}/64"), "dev", "eth0", "nodad"])?,
+            };
+        }
         ip_in(&ext, &["link", "set", "eth0", "up"])?;
         ip_in(&ext, &["route", "add", "default", "via", "203.0.113.1"])?;
         ip_in(&ext, &["-6", "route", "add", "default", "via", "2001:db8:113::1"])?;

@@ -37,6 +37,9 @@ enum Cmd {
         listen: Vec<SocketAddr>,
         #[arg(long)]
         record: Vec<String>,
+        /// TTL of every answer, in seconds.
+        #[arg(long, default_value_t = dns::DEFAULT_TTL)]
+        ttl: u32,
     },
     /// One probe; prints one JSON line and exits 0 whatever the outcome.
     Probe {
@@ -111,7 +114,7 @@ fn real_main() -> Result<()> {
             }
             serve::tcp_forward(&listen.into_iter().zip(to).collect::<Vec<_>>())
         }
-        Cmd::DnsServe { listen, record } => dns::dns_serve(&listen, dns::parse_records(&record)?),
+        Cmd::DnsServe { listen, record, ttl } => dns::dns_serve(&listen, dns::parse_records(&record)?, ttl),
         Cmd::Probe { kind } => {
             let r = match kind {
                 ProbeKind::Tcp { to, timeout_ms, http_get } => probe::tcp(to, Duration::from_millis(timeout_ms), http_get),
