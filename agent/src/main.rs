@@ -67,21 +67,28 @@ enum Command {
     },
     /// Ask the kernel program what it does with a packet from a pod.
     Verify {
+        /// The sending pod, NAMESPACE/NAME.
         #[arg(long, required_unless_present = "batch")]
         from_pod: Option<String>,
+        /// Destination: a pod, NAMESPACE/NAME (its first IP).
         #[arg(long)]
         to_pod: Option<String>,
+        /// Destination: an IPv4 or IPv6 address.
         #[arg(long)]
         to_ip: Option<String>,
+        /// Destination: a host name (the address the agent resolved for it, else the system resolver's).
         #[arg(long)]
         to_host: Option<String>,
+        /// Destination port (not for icmp).
         #[arg(long, required_unless_present = "batch", default_value_t = 0)]
         to_port: u16,
+        /// tcp, udp, sctp or icmp.
         #[arg(long, default_value = "tcp")]
         protocol: String,
         /// Answer from a private load filled from this folder instead of the running agent.
         #[arg(long)]
         manifests: Option<PathBuf>,
+        /// Pod and Service CIDRs (with --manifests); repeat for each.
         #[arg(long = "cluster-cidr")]
         cluster_cidrs: Vec<IpNet>,
         /// Nameservers for host names in mesh objects (with --manifests).

@@ -134,7 +134,7 @@ fn no_rule(
             service_account(from, w)
         )
     };
-    match w.map(|w| w.sources.network_policies.as_slice()) {
+    let mut d = match w.map(|w| w.sources.network_policies.as_slice()) {
         Some(policies) if !policies.is_empty() => format!(
             "no rule allows {what} from {from}: it is selected by NetworkPolicy {} and none of them allows it{osm}; external traffic must go through the egress gateway ({gateways})",
             policies.join(", ")
@@ -142,7 +142,14 @@ fn no_rule(
         _ => format!(
             "no rule allows {what} from {from}: it is outside the cluster CIDRs and not a gateway or DNS{osm}; external traffic must go through the egress gateway ({gateways})"
         ),
+    };
+    if let Some(osm) = e.osm.as_ref().filter(|o| !o.enable_egress_policy) {
+        d.push_str(&format!(
+            "; OSM MeshConfig {} has spec.featureFlags.enableEgressPolicy off, so no OSM Egress policy grants anything",
+            osm.mesh_config
+        ));
     }
+    d
 }
 
 fn mode_clause(w: &WorkloadExplain, mode: &str) -> String {
@@ -225,6 +232,20 @@ mod tests {
         assert!(d.detail.contains("selected by NetworkPolicy x/allow-y-a"), "{}", d.detail);
         assert!(d.detail.contains("Gateway istio-system/egress"), "{}", d.detail);
         assert!(d.matched.is_empty());
+    }
+
+    #[test]
+    fn denial_says_when_osm_egress_policies_are_switched_off() {
+        let mut e = fixture();
+        let q = asked("198.51.100.7", None, "no-rule", 443);
+        assert!(!explain(&e, &q).detail.contains("enableEgressPolicy"));
+        e.osm = Some(crate::explain::OsmExplain {
+            mesh_config: "osm-system/osm-mesh-config".into(),
+            enable_egress: false,
+            enable_egress_policy: false,
+        });
+        let d = explain(&e, &q);
+        assert!(d.detail.contains("MeshConfig osm-system/osm-mesh-config has spec.featureFlags.enableEgressPolicy off"), "{}", d.detail);
     }
 
     #[test]
