@@ -1,11 +1,13 @@
 //! Services in front of NetworkPolicy peers.
 //!
 //! Kubernetes applies NetworkPolicy after a Service address is translated
-//! to a backend pod. Tollgate sees both: the connect-time hook sees the
-//! ClusterIP the application named, the packet hook the backend after
-//! kube-proxy's DNAT. So a ClusterIP port is allowed when the policy allows
-//! at least one of the Service's backends on the port it translates to;
-//! the packet check then holds each backend to the policy exactly.
+//! to a backend pod. Tollgate's hooks run inside the pod, before that
+//! translation (kube-proxy translates on the node, after the packet has
+//! left the pod), so they see the ClusterIP the application named. A
+//! ClusterIP port is therefore allowed when the policy allows at least one
+//! of the Service's backends on the port it translates to. With backends
+//! the policy treats differently, the translation may pick one it would
+//! not allow: the README lists this under the known limits.
 use std::net::IpAddr;
 
 use agent_common::{PortRule, PROTO_SCTP, PROTO_TCP, PROTO_UDP, REASON_NETWORK_POLICY};
