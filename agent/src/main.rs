@@ -79,8 +79,8 @@ enum Command {
         /// Destination: a host name (the address the agent resolved for it, else the system resolver's).
         #[arg(long)]
         to_host: Option<String>,
-        /// Destination port (not for icmp).
-        #[arg(long, required_unless_present = "batch", default_value_t = 0)]
+        /// Destination port (required, except for icmp).
+        #[arg(long, default_value_t = 0)]
         to_port: u16,
         /// tcp, udp, sctp or icmp.
         #[arg(long, default_value = "tcp")]
@@ -149,7 +149,15 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors are bad input (exit 1), not clap's default 2, which
+    // the contract keeps for "environment not ready".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
     init_logs(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -100,9 +100,12 @@ fn compile(
     Compiled { snapshot, source_diags, desired }
 }
 
-/// How long the first apply waits for host names to resolve, so that a
-/// starting agent does not begin by dropping what mesh policy allows.
+/// How long the first apply waits for every host name to be answered (or
+/// to fail), so that a starting agent does not begin by dropping what mesh
+/// policy allows: longer when it takes over a running datapath, whose
+/// maps allow the previous answers, than on a first start.
 const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(3);
+const TAKEOVER_RESOLVE_WAIT: Duration = Duration::from_secs(12);
 
 /// Runs until killed. The pins outlive the process: enforcement continues
 /// while no agent runs, and the next agent adopts them.
@@ -118,8 +121,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     let mut hosts_version = 0;
     if !compiled.desired.hosts.is_empty() {
         resolver.want(&compiled.desired.hosts);
-        let deadline = Instant::now() + FIRST_RESOLVE_WAIT;
-        while Instant::now() < deadline && resolver.published().version == 0 {
+        let takeover = PinDir::new(&cfg.bpffs).require_pinned().is_ok();
+        let deadline = Instant::now() + if takeover { TAKEOVER_RESOLVE_WAIT } else { FIRST_RESOLVE_WAIT };
+        while Instant::now() < deadline && !resolver.published().settled {
             std::thread::sleep(Duration::from_millis(20));
         }
     }

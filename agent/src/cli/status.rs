@@ -18,6 +18,17 @@ struct Status<'a> {
     file: &'a StatusFile,
 }
 
+/// Whether process `pid` exists: `kill(pid, 0)` succeeds, or fails with
+/// EPERM (a root agent seen by another user). Pid 0 or one that does not
+/// fit a pid_t would signal a process group: never "running".
+fn agent_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
 pub fn run(bpffs: &Path, state_dir: &Path, format: OutputFormat) -> Result<(), CliError> {
     let path = state_dir.join("status.json");
     let pinned = PinDir::new(bpffs).require_pinned().is_ok();
@@ -28,7 +39,7 @@ pub fn run(bpffs: &Path, state_dir: &Path, format: OutputFormat) -> Result<(), C
             bpffs.display()
         ))
     })?;
-    let running = unsafe { libc::kill(file.pid as i32, 0) } == 0;
+    let running = agent_alive(file.pid);
     let s = Status { agent_running: running, datapath_pinned: pinned, file: &file };
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default()),

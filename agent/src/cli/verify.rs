@@ -90,12 +90,42 @@ pub struct Verifier {
     /// The program's map relocations point at these file descriptors:
     /// they must stay open while the program is loaded and run.
     _maps: Maps,
-    _private: Option<PrivatePins>,
 }
 
-/// A private pin folder, removed when dropped (the maps live on through
-/// the open file descriptors until the verifier is gone).
+/// A private pin folder, removed when dropped: as soon as the maps are
+/// filled (they live on through the open file descriptors), or on an
+/// error before that. Nothing is left behind if verify is killed later.
 struct PrivatePins(PathBuf);
+
+impl PrivatePins {
+    /// A new, empty folder `tollgate-verify-<pid>-<n>` in `parent`; never
+    /// one that exists already (another run's maps).
+    fn create(parent: &Path) -> Result<Self, CliError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let mut last = None;
+        for attempt in 0..16u32 {
+            let p = parent.join(format!("tollgate-verify-{}-{}", std::process::id(), nanos.wrapping_add(attempt)));
+            match std::fs::create_dir(&p) {
+                Ok(()) => return Ok(Self(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => {
+                    return Err(CliError::Environment(format!(
+                        "creating a private pin folder in {}: {e} (needs root and bpffs there)",
+                        parent.display()
+                    )))
+                }
+            }
+        }
+        Err(CliError::Environment(format!(
+            "creating a private pin folder in {}: {}",
+            parent.display(),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+}
 
 impl Drop for PrivatePins {
     fn drop(&mut self) {
@@ -116,7 +146,7 @@ impl Verifier {
                 // Older agents wrote no explanations: answers then name
                 // no objects, but the verdict is unchanged.
                 let explain = state::read_explain(&state_dir).unwrap_or_default();
-                Ok(Self { ebpf, workloads, pods, explain, _maps: maps, _private: None })
+                Ok(Self { ebpf, workloads, pods, explain, _maps: maps })
             }
             Source::Manifests { dir, cluster_cidrs, resolv_conf } => {
                 let (snapshot, diags) = files::load_dir(&dir)
@@ -139,22 +169,15 @@ impl Verifier {
                     .parent()
                     .and_then(|p| p.ancestors().find(|a| a.exists()))
                     .unwrap_or(Path::new("/sys/fs/bpf"));
-                let private = parent.join(format!("tollgate-verify-{}", std::process::id()));
-                let guard = PrivatePins(private.clone());
-                let pins = PinDir::new(&private);
+                let guard = PrivatePins::create(parent)?;
+                let pins = PinDir::new(&guard.0);
                 pins.create()?;
                 let mut ebpf = load_object(&pins)?;
                 let mut maps = Maps::take(&mut ebpf)?;
                 reconcile::apply(&mut maps, &desired, &CgroupIndex::default())?;
                 let workloads = workload_ids(&maps)?;
-                Ok(Self {
-                    ebpf,
-                    workloads,
-                    pods: runtime::pod_ips(&snapshot),
-                    explain: desired.explain,
-                    _maps: maps,
-                    _private: Some(guard),
-                })
+                drop(guard);
+                Ok(Self { ebpf, workloads, pods: runtime::pod_ips(&snapshot), explain: desired.explain, _maps: maps })
             }
         }
     }
@@ -292,7 +315,7 @@ pub fn run_batch(mut v: Verifier, input: &str) -> Result<(), CliError> {
             continue;
         }
         let answer = serde_json::from_str::<Query>(&line)
-            .map_err(|e| CliError::Input(format!("line {}: {e}", n + 1)))
+            .map_err(|e| CliError::Input(e.to_string()))
             .and_then(|q| v.ask(&q));
         match answer {
             Ok(a) => print(&a, OutputFormat::Json),

@@ -134,13 +134,22 @@ fn no_rule(
             service_account(from, w)
         )
     };
-    let mut d = match w.map(|w| w.sources.network_policies.as_slice()) {
-        Some(policies) if !policies.is_empty() => format!(
+    let has_cluster_rule = |w: &WorkloadExplain| {
+        e.policies.get(&w.policy).is_some_and(|rules| rules.iter().any(|r| r.reason == "cluster-internal"))
+    };
+    let mut d = match w {
+        Some(w) if !w.sources.network_policies.is_empty() => format!(
             "no rule allows {what} from {from}: it is selected by NetworkPolicy {} and none of them allows it{osm}; external traffic must go through the egress gateway ({gateways})",
-            policies.join(", ")
+            w.sources.network_policies.join(", ")
         ),
-        _ => format!(
+        Some(w) if !has_cluster_rule(w) => format!(
+            "no rule allows {what} from {from}: no egress NetworkPolicy selects it, but no cluster CIDR is configured (--cluster-cidr), so it may reach only gateways and DNS{osm}; external traffic must go through the egress gateway ({gateways})"
+        ),
+        Some(_) => format!(
             "no rule allows {what} from {from}: it is outside the cluster CIDRs and not a gateway or DNS{osm}; external traffic must go through the egress gateway ({gateways})"
+        ),
+        None => format!(
+            "no rule allows {what} from {from}{osm}; external traffic must go through the egress gateway ({gateways})"
         ),
     };
     if let Some(osm) = e.osm.as_ref().filter(|o| !o.enable_egress_policy) {
@@ -232,6 +241,25 @@ mod tests {
         assert!(d.detail.contains("selected by NetworkPolicy x/allow-y-a"), "{}", d.detail);
         assert!(d.detail.contains("Gateway istio-system/egress"), "{}", d.detail);
         assert!(d.matched.is_empty());
+    }
+
+    #[test]
+    fn denial_without_policies_names_the_missing_cluster_cidrs() {
+        let mut e = fixture();
+        e.workloads.get_mut("x/a").expect("x/a").sources.network_policies.clear();
+        let q = asked("10.244.1.10", None, "no-rule", 81);
+        assert!(explain(&e, &q).detail.contains("no cluster CIDR is configured"), "{}", explain(&e, &q).detail);
+        e.policies.get_mut(&5).expect("policy 5").push(ExplainRule {
+            net: "10.244.0.0/16".parse().expect("net"),
+            except: vec![],
+            proto: 0,
+            port_lo: 0,
+            port_hi: u16::MAX,
+            reason: "cluster-internal".into(),
+            origin: "--cluster-cidr 10.244.0.0/16".into(),
+        });
+        let d = explain(&e, &asked("203.0.113.9", None, "no-rule", 81));
+        assert!(d.detail.contains("outside the cluster CIDRs"), "{}", d.detail);
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 
 use agent_common::{PortRule, REASON_GATEWAY};
 
-use crate::desired::AllowRule;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::desired::{AllowRule, Severity};
 use crate::model::{ObjectKind, Snapshot};
 
 use super::ips::{host_net, pod_ips, service_cluster_ips, slice_addresses};
@@ -75,29 +78,7 @@ pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> V
         }
     }
     for slice in slices {
-        let slice_ns = namespace(&slice.metadata);
-        let targets_gateway = |i: usize| {
-            slice
-                .endpoints
-                .get(i)
-                .and_then(|e| e.target_ref.as_ref())
-                .is_some_and(|t| {
-                    t.kind.as_deref().is_none_or(|k| k == "Pod")
-                        && t.name.as_ref().is_some_and(|name| {
-                            let ns = t.namespace.as_deref().unwrap_or(slice_ns);
-                            gateways.contains(&(ns.to_owned(), name.clone()))
-                        })
-                })
-        };
-        let origin = format!(
-            "egress gateway endpoint in EndpointSlice {}",
-            object_ref(ObjectKind::EndpointSlice, &slice.metadata).qualified()
-        );
-        ips.extend(
-            slice_addresses(ctx, slice, targets_gateway)
-                .into_iter()
-                .map(|ip| (ip, origin.clone())),
-        );
+        ips.extend(gateway_slice_addresses(ctx, slice, &gateway_pods));
     }
     // One rule per address, named by its first source (pod, then Service,
     // then slice).
@@ -111,6 +92,57 @@ pub(crate) fn gateway_rules(ctx: &mut Ctx<'_>, gateways: &BTreeSet<PodKey>) -> V
             rule: PortRule::any(REASON_GATEWAY),
             origin,
         })
+        .collect()
+}
+
+/// Addresses of the endpoints of `slice` that point at a gateway pod.
+/// Anyone who may write EndpointSlices could point one at a gateway, so
+/// only a slice in the gateway pod's own namespace counts, and only with
+/// the pod's own addresses (any address while the pod's IPs are not
+/// known yet); other addresses are reported and ignored.
+fn gateway_slice_addresses(ctx: &mut Ctx<'_>, slice: &EndpointSlice, gateway_pods: &[&Pod]) -> Vec<(IpAddr, String)> {
+    let slice_ns = namespace(&slice.metadata).to_owned();
+    let slice_ref = object_ref(ObjectKind::EndpointSlice, &slice.metadata);
+    let origin = format!("egress gateway endpoint in EndpointSlice {}", slice_ref.qualified());
+    let target = |i: usize| -> Option<&Pod> {
+        let t = slice.endpoints.get(i)?.target_ref.as_ref()?;
+        if t.kind.as_deref().is_some_and(|k| k != "Pod") || t.namespace.as_deref().is_some_and(|ns| ns != slice_ns) {
+            return None;
+        }
+        let name = t.name.as_deref()?;
+        gateway_pods.iter().copied().find(|p| namespace(&p.metadata) == slice_ns && p.metadata.name.as_deref() == Some(name))
+    };
+    let mut out = Vec::new();
+    for i in 0..slice.endpoints.len() {
+        let Some(pod) = target(i) else { continue };
+        let own = quiet_pod_ips(pod);
+        for ip in slice_addresses(ctx, slice, |j| j == i) {
+            if own.is_empty() || own.contains(&ip) {
+                out.push((ip, origin.clone()));
+            } else {
+                ctx.report(
+                    Severity::Warning,
+                    &slice_ref,
+                    format!("endpoints[{i}].addresses"),
+                    format!(
+                        "{ip} is not an address of gateway pod {}; not treated as a gateway",
+                        pod_ref(pod).qualified()
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A pod's IPs without reporting bad ones (`pod_ips` reports them once).
+fn quiet_pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else { return Vec::new() };
+    status
+        .pod_ip
+        .iter()
+        .chain(status.pod_ips.iter().flatten().map(|p| &p.ip))
+        .filter_map(|s| s.parse().ok())
         .collect()
 }
 

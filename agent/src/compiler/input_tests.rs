@@ -334,11 +334,41 @@ fn unknown_policy_types_are_reported() {
     let state = compile_docs(&docs);
     assert_errors(&state, "NetworkPolicy a/typo", &["spec.policyTypes[0]"]);
     assert_good_sibling_applies(&state);
+    // Fail closed: it isolates the pod, and its allow-all rule is not used.
     let p = workload(&state, "a", "p").policy;
-    assert!(
-        !nets(&state, p).contains("0.0.0.0/0"),
-        "not an egress policy"
-    );
+    assert!(!nets(&state, p).contains("0.0.0.0/0"), "{:?}", nets(&state, p));
+    assert!(!nets(&state, p).contains(CLUSTER), "{:?}", nets(&state, p));
+    assert_eq!(state.explain.workloads["a/p"].sources.network_policies, ["a/good", "a/typo"]);
+}
+
+#[test]
+fn empty_policy_types_mean_the_api_server_default() {
+    let docs = vec![
+        ns("a", Some("enforce")),
+        pod("a", "p", "node-1", "10.244.0.1", "app: p"),
+        network_policy(
+            "a",
+            "no-types",
+            "  podSelector: {}\n  policyTypes: []\n  egress: [{to: [{ipBlock: {cidr: 192.0.2.10/32}}]}]\n",
+        ),
+    ];
+    let state = compile_docs(&docs);
+    let p = workload(&state, "a", "p").policy;
+    assert_eq!(nets(&state, p), set(&["192.0.2.10/32"]));
+}
+
+#[test]
+fn a_pod_selector_that_does_not_parse_isolates_the_namespace() {
+    let docs = with_good_sibling(vec![network_policy(
+        "a",
+        "broken",
+        "  podSelector: {matchExpressions: [{key: app, operator: in, values: [p]}]}\n  policyTypes: [Egress]\n  egress: [{}]\n",
+    )]);
+    let state = compile_docs(&docs);
+    assert_errors(&state, "NetworkPolicy a/broken", &["spec.podSelector.matchExpressions[0].operator"]);
+    assert_good_sibling_applies(&state);
+    let p = workload(&state, "a", "p").policy;
+    assert!(!nets(&state, p).contains(CLUSTER) && !nets(&state, p).contains("0.0.0.0/0"), "{:?}", nets(&state, p));
 }
 
 #[test]
@@ -612,4 +642,25 @@ fn bad_sidecars_are_reported() {
         state.explain.workloads["a/p"].sources.registry_only, None,
         "the matching Sidecar's mode is not REGISTRY_ONLY"
     );
+}
+
+#[test]
+fn host_network_pods_and_init_container_ports_are_not_peers() {
+    let host_db = "apiVersion: v1\nkind: Pod\nmetadata: {name: host-db, namespace: a, uid: u-host-db, labels: {app: db}}\nspec: {nodeName: node-2, hostNetwork: true, containers: [{name: c, image: i, ports: [{name: web, containerPort: 8080}]}]}\nstatus: {phase: Running, podIP: 172.18.0.2}\n";
+    let db = "apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: a, uid: u-db, labels: {app: db}}\nspec:\n  nodeName: node-2\n  initContainers:\n  - {name: setup, image: i, ports: [{name: setup, containerPort: 9000}]}\n  - {name: proxy, image: i, restartPolicy: Always, ports: [{name: proxy, containerPort: 15001}]}\n  containers: [{name: c, image: i, ports: [{name: web, containerPort: 8080}]}]\nstatus: {phase: Running, podIP: 10.244.0.9}\n";
+    let docs = vec![
+        ns("a", Some("enforce")),
+        pod("a", "p", "node-1", "10.244.0.1", "app: p"),
+        host_db.to_owned(),
+        db.to_owned(),
+        network_policy(
+            "a",
+            "to-db",
+            "  podSelector: {matchLabels: {app: p}}\n  policyTypes: [Egress]\n  egress: [{to: [{podSelector: {matchLabels: {app: db}}}], ports: [{port: web}, {port: setup}, {port: proxy}]}]\n",
+        ),
+    ];
+    let state = compile_docs(&docs);
+    let p = workload(&state, "a", "p").policy;
+    assert_eq!(nets(&state, p), set(&["10.244.0.9/32"]), "the node address 172.18.0.2 is not a peer");
+    assert_eq!(rules_at(&state, p, "10.244.0.9/32"), [np_rules(8080, PROTO_TCP), np_rules(15001, PROTO_TCP)]);
 }

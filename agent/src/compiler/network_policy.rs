@@ -106,11 +106,18 @@ impl<'a> NetworkPolicies<'a> {
                 .and_then(|s| s.pod_selector.clone())
                 .unwrap_or_default();
             match label_selector_matches(&selector, labels(&pod.metadata)) {
+                Ok(true) if has_unknown_type(policy) => {
+                    // Fail closed: isolates its pods, allows nothing.
+                    selected.push(format!("{pod_ns}/{}", name(&policy.metadata)));
+                    continue;
+                }
                 Ok(true) => {}
                 Ok(false) => continue,
-                Err(err) => {
-                    let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata);
-                    report_pod_selector(ctx, &object, &err);
+                Err(_) => {
+                    // Fail closed: it may have been meant for any pod of
+                    // its namespace, so it isolates them all and allows
+                    // nothing ([`check_all`] reported it).
+                    selected.push(format!("{pod_ns}/{}", name(&policy.metadata)));
                     continue;
                 }
             }
@@ -215,7 +222,11 @@ impl<'a> NetworkPolicies<'a> {
         };
         let pod_selector = peer.pod_selector.clone().unwrap_or_default();
         let mut pods = Vec::new();
-        for pod in ctx.snapshot.pods.iter().filter(|p| !is_finished(p)) {
+        // Host-network pods share their node's address: selecting them
+        // would open the node (kubelet and all), as in Cilium and Calico
+        // they are not pod peers; an ipBlock can name a node.
+        let peers = ctx.snapshot.pods.iter().filter(|p| !is_finished(p) && !is_host_network(p));
+        for pod in peers {
             if namespaces.contains(&namespace(&pod.metadata))
                 && matches(&pod_selector, labels(&pod.metadata), "podSelector")?
             {
@@ -247,7 +258,7 @@ pub(crate) fn check_all(ctx: &mut Ctx<'_>) {
                     Severity::Error,
                     &object,
                     format!("spec.policyTypes[{k}]"),
-                    format!("unknown policy type {t:?} (expected Ingress or Egress; the API server refuses this); only a policy that lists Egress restricts egress"),
+                    format!("unknown policy type {t:?} (expected Ingress or Egress; the API server refuses this); the policy isolates the pods it selects and allows them nothing (fail closed)"),
                 );
             }
         }
@@ -270,7 +281,7 @@ fn report_pod_selector(ctx: &mut Ctx<'_>, object: &ObjectRef, err: &SelectorErro
         Severity::Error,
         object,
         format!("spec.podSelector.{}", err.field()),
-        format!("{err}; the policy selects no pod"),
+        format!("{err}; the policy selects every pod of its namespace and allows them nothing (fail closed)"),
     );
 }
 
@@ -437,15 +448,25 @@ fn matches(
 }
 
 /// Does the policy restrict egress? (`policyTypes` lists `Egress`, or,
-/// when unset, the policy has egress rules: the API server's default.)
+/// when unset or empty, the policy has egress rules: the API server's
+/// default.) A type other than `Ingress` and `Egress` counts as `Egress`
+/// that allows nothing: fail closed.
 pub fn is_egress(policy: &NetworkPolicy) -> bool {
     let Some(spec) = policy.spec.as_ref() else {
         return false;
     };
-    match &spec.policy_types {
-        Some(types) => types.iter().any(|t| t == "Egress"),
-        None => spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
+    match spec.policy_types.as_deref() {
+        Some(types) if !types.is_empty() => types.iter().any(|t| t != "Ingress"),
+        _ => spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
     }
+}
+
+fn has_unknown_type(policy: &NetworkPolicy) -> bool {
+    policy
+        .spec
+        .as_ref()
+        .and_then(|s| s.policy_types.as_ref())
+        .is_some_and(|types| types.iter().any(|t| t != "Ingress" && t != "Egress"))
 }
 
 /// An `except` must be a strict subset of its `cidr` (same family, inside
@@ -580,6 +601,10 @@ fn push_named(
     }
 }
 
+fn is_host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+}
+
 /// Do `ports` allow `proto`/`port` to `pod` (named ports resolved on it)?
 fn port_allows(ports: &[PortSpec], pod: &Pod, proto: u8, port: u16) -> bool {
     ports.iter().any(|spec| match spec {
@@ -590,11 +615,16 @@ fn port_allows(ports: &[PortSpec], pod: &Pod, proto: u8, port: u16) -> bool {
     })
 }
 
-fn named_port(pod: &Pod, port_name: &str, proto_name: &str) -> Option<u16> {
+/// The number of the container port `port_name`/`proto_name` of `pod`,
+/// as Kubernetes resolves it: regular containers and sidecar init
+/// containers (`restartPolicy: Always`), not init containers that run to
+/// completion before the pod starts.
+pub(crate) fn named_port(pod: &Pod, port_name: &str, proto_name: &str) -> Option<u16> {
     let spec = pod.spec.as_ref()?;
+    let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
     spec.containers
         .iter()
-        .chain(spec.init_containers.iter().flatten())
+        .chain(sidecars)
         .flat_map(|c| c.ports.iter().flatten())
         .find(|p| {
             p.name.as_deref() == Some(port_name)

@@ -92,15 +92,7 @@ fn target_port(port: &ServicePort, pod: &Pod, service_port: u16) -> Option<u16> 
         None => Some(service_port),
         Some(IntOrString::Int(n)) => u16::try_from(*n).ok().filter(|p| *p >= 1),
         Some(IntOrString::String(name)) => {
-            let proto_name = port.protocol.as_deref().unwrap_or("TCP");
-            let spec = pod.spec.as_ref()?;
-            spec.containers
-                .iter()
-                .chain(spec.init_containers.iter().flatten())
-                .flat_map(|c| c.ports.iter().flatten())
-                .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == proto_name)
-                .and_then(|p| u16::try_from(p.container_port).ok())
-                .filter(|p| *p >= 1)
+            super::network_policy::named_port(pod, name, port.protocol.as_deref().unwrap_or("TCP"))
         }
     }
 }

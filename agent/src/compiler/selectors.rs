@@ -153,8 +153,9 @@ pub fn check_label_key(key: &str) -> Result<(), &'static str> {
             return Err("the prefix before '/' must be 1 to 253 characters");
         }
         let subdomain_ok = prefix.split('.').all(|label| {
+            // The API server checks the subdomain's total length only,
+            // not 63 per label.
             !label.is_empty()
-                && label.len() <= 63
                 && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')

@@ -216,7 +216,12 @@ fn empty_gateway_selector_selects_nothing() {
 
 #[test]
 fn gateway_service_cluster_ips_and_endpoint_slices() {
-    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: gw-abc, namespace: istio-system}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.3.3]\n  targetRef: {kind: Pod, name: gw}\n- addresses: [10.244.4.4]\n  targetRef: {kind: Pod, name: other}\n";
+    // The gateway pod's own address (and fd00:10:244::20, its second IP)
+    // through its slice; 10.244.3.3 is not its address, and a slice in
+    // another namespace pointing at it is not trusted at all.
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: gw-abc, namespace: istio-system}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.2.20, 10.244.3.3]\n  targetRef: {kind: Pod, name: gw}\n- addresses: [10.244.4.4]\n  targetRef: {kind: Pod, name: other}\n- addresses: [10.244.7.7]\n  targetRef: {kind: Pod, name: pending-gw}\n";
+    let forged = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: evil, namespace: tenant}\naddressType: IPv4\nendpoints:\n- addresses: [8.8.8.8]\n  targetRef: {kind: Pod, name: gw, namespace: istio-system}\n";
+    let pending = "apiVersion: v1\nkind: Pod\nmetadata: {name: pending-gw, namespace: istio-system, uid: u-pending, labels: {istio: egressgateway}}\nspec: {nodeName: node-2, containers: [{name: c, image: i}]}\n";
     let snap = snapshot(&[
         gateway("istio-system", "egress", "istio: egressgateway"),
         pod(
@@ -250,6 +255,8 @@ fn gateway_service_cluster_ips_and_endpoint_slices() {
         ),
         service("istio-system", "others", "", "app: x", &["10.96.0.21"]),
         slice.to_owned(),
+        forged.to_owned(),
+        pending.to_owned(),
     ]);
     let state = compile(&snap, &config(&[]));
     assert_eq!(
@@ -257,7 +264,7 @@ fn gateway_service_cluster_ips_and_endpoint_slices() {
         [
             "10.96.0.20/32",
             "10.244.2.20/32",
-            "10.244.3.3/32",
+            "10.244.7.7/32",
             "fd00:10:96::20/128"
         ]
     );
@@ -265,7 +272,8 @@ fn gateway_service_cluster_ips_and_endpoint_slices() {
         rules_at(&state, POLICY_GLOBAL, "fd00:10:96::20/128"),
         [PortRule::any(REASON_GATEWAY)]
     );
-    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let reported: Vec<_> = state.diagnostics.iter().map(|d| (d.object.as_str(), d.field.as_str())).collect();
+    assert_eq!(reported, [("EndpointSlice istio-system/gw-abc", "endpoints[0].addresses")], "{:?}", state.diagnostics);
 }
 
 #[test]

@@ -31,7 +31,9 @@ pub const MAX_TTL: Duration = Duration::from_secs(i32::MAX as u64);
 pub struct TtlPolicy {
     /// TTLs below this count as this (a TTL of 0 would allow nothing).
     pub min: Duration,
-    /// TTLs above this count as this (wins over `min` if they cross).
+    /// Hosts are asked again at least this often, however long their TTL
+    /// (wins over `min` if they cross); an address stays valid for its
+    /// whole TTL all the same.
     pub max: Duration,
     /// After a failed lookup (or an answer without addresses), ask again
     /// after this long.
@@ -49,9 +51,16 @@ impl Default for TtlPolicy {
 }
 
 impl TtlPolicy {
-    /// The lifetime given to an address answered with `ttl`.
+    /// The lifetime that schedules the next lookup of an answer with `ttl`.
     pub fn clamp(&self, ttl: Duration) -> Duration {
         ttl.max(self.min).min(self.max).min(MAX_TTL)
+    }
+
+    /// How long an address answered with `ttl` stays valid: its TTL (at
+    /// least `min`), uncapped by `max`, so that a lookup that fails or
+    /// leaves it out never drops it early.
+    pub fn lifetime(&self, ttl: Duration) -> Duration {
+        ttl.max(self.min).min(MAX_TTL)
     }
 
     /// How long after an answer whose shortest lifetime is `life` the host
@@ -191,7 +200,7 @@ impl HostTable {
                         continue;
                     }
                     let life = policy.clamp(ttl);
-                    let until = now + life;
+                    let until = now + policy.lifetime(ttl);
                     entry
                         .addresses
                         .entry(ip)

@@ -1,6 +1,8 @@
 //! Resolving the host names the rules need (OSM `Egress` hosts,
 //! `MESH_INTERNAL` ServiceEntry endpoints) off the main loop: a thread
-//! owns the [`HostTable`], re-resolves each name when its TTL runs out and
+//! owns the [`HostTable`], starts each due lookup on a thread of its own
+//! (a slow or dead name server holds up only the names it is asked
+//! about), records each answer as of the moment its query was sent, and
 //! publishes the currently valid addresses; the loop recompiles when they
 //! change. Addresses stay valid until their own TTL runs out, so the
 //! datapath never drops a still-valid answer between two lookups.
@@ -12,12 +14,17 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::resolver::{self, HostStatus, HostTable, Lookup, SystemResolver, TtlPolicy};
+use crate::resolver::{HostStatus, HostTable, Lookup, ResolveError, SystemResolver, TtlPolicy};
 
 /// How long `resolve_once` waits for all names (one-shot commands).
 const ONE_SHOT_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest sleep of the resolver thread when nothing is due.
 const IDLE: Duration = Duration::from_secs(30);
+/// How often expiries are checked while lookups are in flight (answers
+/// wake the thread at once).
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(250);
+/// Lookups running at once.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// What the resolver thread publishes.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +33,17 @@ pub struct Published {
     pub version: u64,
     pub addresses: BTreeMap<String, Vec<IpAddr>>,
     pub status: Vec<HostStatus>,
+    /// Every wanted name has been asked about at least once (answered or
+    /// failed).
+    pub settled: bool,
+}
+
+/// The answer of one lookup thread.
+struct Answer {
+    host: String,
+    /// When the query was sent: lifetimes count from here.
+    asked: Instant,
+    result: Result<Vec<(IpAddr, Duration)>, ResolveError>,
 }
 
 #[derive(Default)]
@@ -33,6 +51,7 @@ struct Shared {
     wanted: BTreeSet<String>,
     wanted_version: u64,
     published: Published,
+    answers: Vec<Answer>,
 }
 
 /// Handle of the resolver thread.
@@ -75,42 +94,97 @@ impl HostResolver {
         let mut table = HostTable::new(TtlPolicy::default());
         let (lock, wake) = &*self.shared;
         let mut seen_wanted = u64::MAX;
+        let mut in_flight: BTreeSet<String> = BTreeSet::new();
+        let mut asked_once: BTreeSet<String> = BTreeSet::new();
         loop {
-            let wanted = {
-                let shared = lock.lock().unwrap_or_else(|p| p.into_inner());
-                (shared.wanted_version != seen_wanted).then(|| {
+            let (wanted, answers) = {
+                let mut shared = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let wanted = (shared.wanted_version != seen_wanted).then(|| {
                     seen_wanted = shared.wanted_version;
                     shared.wanted.clone()
-                })
+                });
+                (wanted, std::mem::take(&mut shared.answers))
             };
-            let mut changed = wanted.is_some_and(|w| table.set_hosts(w));
-            let now = Instant::now();
-            if !table.due(now).is_empty() {
-                match SystemResolver::from_resolv_conf(resolv_conf) {
-                    Ok(lookup) => changed |= resolver::refresh(&mut table, &lookup, now),
-                    Err(e) => {
-                        warn!(error = %e, "cannot read the resolver configuration");
-                        changed |= table.expire(now);
-                    }
+            let mut changed = false;
+            if let Some(w) = wanted {
+                asked_once.retain(|h| w.contains(h));
+                changed |= table.set_hosts(w);
+            }
+            for a in answers {
+                in_flight.remove(&a.host);
+                if let Err(e) = &a.result {
+                    debug!(host = %a.host, error = %e, "lookup failed");
                 }
-            } else {
-                changed |= table.expire(now);
+                changed |= table.record(&a.host, a.asked, a.result);
+                asked_once.insert(a.host);
             }
             let now = Instant::now();
+            let due: Vec<String> = table.due(now).into_iter().filter(|h| !in_flight.contains(h)).collect();
+            if !due.is_empty() {
+                match SystemResolver::from_resolv_conf(resolv_conf) {
+                    Ok(lookup) => {
+                        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+                        for host in due.into_iter().take(room) {
+                            in_flight.insert(host.clone());
+                            self.start_lookup(lookup.clone(), host);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the resolver configuration");
+                        for host in due {
+                            let err = ResolveError::ResolvConf {
+                                path: resolv_conf.to_path_buf(),
+                                source: std::io::Error::other(e.to_string()),
+                            };
+                            changed |= table.record(&host, now, Err(err));
+                            asked_once.insert(host);
+                        }
+                    }
+                }
+            }
+            changed |= table.expire(now);
             let mut shared = lock.lock().unwrap_or_else(|p| p.into_inner());
             shared.published.status = table.status(now);
+            shared.published.settled = shared.wanted.iter().all(|h| asked_once.contains(h));
             if changed {
                 shared.published.version += 1;
                 shared.published.addresses = table.addresses(now);
                 debug!(version = shared.published.version, "host addresses changed");
             }
-            let sleep = table
-                .next_deadline()
-                .map_or(IDLE, |d| d.saturating_duration_since(now).min(IDLE))
-                .max(Duration::from_millis(50));
-            if shared.wanted_version == seen_wanted {
+            let sleep = match table.next_deadline() {
+                Some(d) if d > now => (d - now).min(IDLE),
+                // Due but in flight: the answer wakes us.
+                Some(_) => IN_FLIGHT_POLL,
+                None => IDLE,
+            }
+            .max(Duration::from_millis(50));
+            if shared.wanted_version == seen_wanted && shared.answers.is_empty() {
                 let _ = wake.wait_timeout(shared, sleep);
             }
+        }
+    }
+
+    /// One lookup on a thread of its own; its answer wakes the resolver.
+    fn start_lookup(&self, lookup: SystemResolver, host: String) {
+        let shared = Arc::clone(&self.shared);
+        let deliver = move |shared: &Arc<(Mutex<Shared>, Condvar)>, answer: Answer| {
+            let (lock, wake) = &**shared;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).answers.push(answer);
+            wake.notify_all();
+        };
+        let fallback = Arc::clone(&shared);
+        let name = host.clone();
+        let spawned = std::thread::Builder::new().name("tollgate-lookup".into()).spawn(move || {
+            let asked = Instant::now();
+            let result = lookup.lookup(&host);
+            deliver(&shared, Answer { host, asked, result });
+        });
+        if let Err(e) = spawned {
+            warn!(host = %name, error = %e, "cannot start a lookup thread");
+            let err = ResolveError::ResolvConf { path: PathBuf::from("(lookup thread)"), source: e };
+            let (lock, wake) = &*fallback;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).answers.push(Answer { host: name, asked: Instant::now(), result: Err(err) });
+            wake.notify_all();
         }
     }
 }
