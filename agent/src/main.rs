@@ -159,6 +159,12 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.log_format);
+    if !matches!(cli.command, Command::Agent { .. }) {
+        // Reports piped into `head` end quietly, as other CLIs do, instead
+        // of panicking on EPIPE. (Not the agent: its HTTP server must
+        // survive clients that hang up.)
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -115,6 +115,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     }
     // Read the input before touching the datapath: a first start on an
     // unreadable folder must not attach programs with empty maps.
+    if !cfg.resolv_conf.exists() {
+        warn!(path = %cfg.resolv_conf.display(), "no such --resolv-conf; host names go to 127.0.0.1:53, as glibc would");
+    }
     let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone());
     let (snapshot, source_diags) = load_dir(&cfg)?;
     let mut compiled = compile(&cfg, snapshot, source_diags, &BTreeMap::new());

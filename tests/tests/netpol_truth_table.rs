@@ -47,6 +47,33 @@ fn cases() -> Vec<Case> {
             .from(&["x/a", "x/b"])
             .isolated(&["x/a"])
             .allow(&["x/a"], &["x/b"], ALL),
+        Case::new("policyTypes [] with egress rules: the default, Egress applies")
+            .policy(
+                "x",
+                "to-b-empty-types",
+                "
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: []
+                egress:
+                - to: [{podSelector: {matchLabels: {pod: b}}}]
+                ",
+            )
+            .from(&["x/a", "x/b"])
+            .isolated(&["x/a"])
+            .allow(&["x/a"], &["x/b"], ALL),
+        Case::new("podSelector that does not parse: isolates the namespace, allows nothing")
+            .policy(
+                "x",
+                "broken-selector",
+                "
+                podSelector: {matchExpressions: [{key: pod, operator: in, values: [a]}]}
+                policyTypes: [Egress]
+                egress: [{}]
+                ",
+            )
+            .from(&["x/a", "x/b", "y/a"])
+            .isolated(X_PODS)
+            .warnings_ok(),
         Case::new("policyTypes omitted, ingress rules only: egress unaffected")
             .policy(
                 "x",

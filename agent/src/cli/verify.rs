@@ -251,10 +251,15 @@ impl Verifier {
             return ip.parse().map_err(|_| CliError::Input(format!("query: field to_ip: {ip:?} is not an IP address")));
         }
         if let Some(pod) = &q.to_pod {
-            let ips = self
-                .pods
-                .get(pod)
-                .ok_or_else(|| CliError::Input(format!("query: field to_pod: pod {pod} is not known")))?;
+            let ips = self.pods.get(pod).ok_or_else(|| {
+                if self.pods.is_empty() {
+                    CliError::Environment(format!(
+                        "query: field to_pod: no pod addresses are known (the agent's status file is missing or empty; pass the agent's --state-dir, or use to_ip) so {pod} cannot be looked up"
+                    ))
+                } else {
+                    CliError::Input(format!("query: field to_pod: pod {pod} is not known"))
+                }
+            })?;
             return ips
                 .iter()
                 .find_map(|s| s.parse().ok())
@@ -302,15 +307,23 @@ pub fn run_one(mut v: Verifier, q: Query, format: OutputFormat) -> Result<(), Cl
 /// One JSON query a line in, one JSON answer a line out, in order. A bad
 /// line answers `{"error": ...}` and the command exits 1 at the end.
 pub fn run_batch(mut v: Verifier, input: &str) -> Result<(), CliError> {
-    let reader: Box<dyn BufRead> = if input == "-" {
+    let mut reader: Box<dyn BufRead> = if input == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
         let f = std::fs::File::open(input).map_err(|e| CliError::Input(format!("--batch {input}: {e}")))?;
         Box::new(std::io::BufReader::new(f))
     };
     let mut failed = 0usize;
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| CliError::Input(format!("--batch {input}: {e}")))?;
+    let mut buf = Vec::new();
+    for n in 0usize.. {
+        buf.clear();
+        let read = reader.read_until(b'\n', &mut buf).map_err(|e| CliError::Input(format!("--batch {input}: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        // A line that is not UTF-8 is answered with an error like any
+        // other bad line; the batch goes on.
+        let line = String::from_utf8_lossy(&buf);
         if line.trim().is_empty() {
             continue;
         }

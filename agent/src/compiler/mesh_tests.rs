@@ -540,3 +540,38 @@ fn workload_explanations_name_label_policies_and_service_account() {
     assert_eq!(c.sources.service_account, "c-sa");
     assert!(c.sources.network_policies.is_empty() && c.sources.mesh_egress.is_empty());
 }
+
+#[test]
+fn mesh_internal_entries_count_only_in_the_namespaces_they_are_exported_to() {
+    let entry = |name: &str, export: &str, addr: &str| {
+        service_entry(
+            "networking.istio.io/v1",
+            "vms",
+            name,
+            &format!("  hosts: [{name}.vms.internal]\n  location: MESH_INTERNAL\n  addresses: [{addr}]\n{export}"),
+        )
+    };
+    let docs = vec![
+        ns("shop", Some("enforce")),
+        ns("vms", Some("enforce")),
+        pod("shop", "a", "node-1", "10.244.0.1", "app: a"),
+        pod("vms", "b", "node-1", "10.244.0.2", "app: b"),
+        entry("everyone", "", "192.168.1.1"),
+        entry("star", "  exportTo: ['*']\n", "192.168.2.2"),
+        entry("own", "  exportTo: ['.']\n", "192.168.3.3"),
+        entry("shop-only", "  exportTo: [shop]\n", "192.168.4.4"),
+        entry("nobody", "  exportTo: ['~']\n", "192.168.5.5"),
+    ];
+    let state = compile(&snapshot(&docs), &config(&[CLUSTER]));
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let shop = workload(&state, "shop", "a").policy;
+    let vms = workload(&state, "vms", "b").policy;
+    assert_eq!(
+        nets(&state, shop),
+        set(&[CLUSTER, "192.168.1.1/32", "192.168.2.2/32", "192.168.4.4/32"])
+    );
+    assert_eq!(
+        nets(&state, vms),
+        set(&[CLUSTER, "192.168.1.1/32", "192.168.2.2/32", "192.168.3.3/32"])
+    );
+}

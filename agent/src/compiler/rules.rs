@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::desired::AllowRule;
 
 use super::network_policy::NetworkPolicies;
+use super::objects::namespace;
+use super::service_entries::MeshInternalRule;
 use super::osm_egress::EgressPolicies;
 use super::Ctx;
 
@@ -27,14 +29,16 @@ pub(crate) struct WorkloadRules {
 }
 
 /// What the cluster-internal rule (rule 4) covers: the cluster CIDRs and
-/// the `MESH_INTERNAL` ServiceEntry addresses.
+/// the `MESH_INTERNAL` ServiceEntry addresses exported to the pod's
+/// namespace.
 pub(crate) struct ClusterInternal {
-    pub rules: Vec<AllowRule>,
+    cidrs: Vec<AllowRule>,
+    mesh_internal: Vec<MeshInternalRule>,
 }
 
 impl ClusterInternal {
-    pub fn new(ctx: &Ctx<'_>, mesh_internal: Vec<AllowRule>) -> Self {
-        let mut rules: Vec<AllowRule> = ctx
+    pub fn new(ctx: &Ctx<'_>, mesh_internal: Vec<MeshInternalRule>) -> Self {
+        let cidrs: Vec<AllowRule> = ctx
             .config
             .cluster_cidrs
             .iter()
@@ -45,8 +49,14 @@ impl ClusterInternal {
                 origin: format!("cluster CIDR {}", net.trunc()),
             })
             .collect();
-        rules.extend(mesh_internal);
-        Self { rules }
+        Self { cidrs, mesh_internal }
+    }
+
+    /// The rules for a pod of namespace `ns`.
+    pub fn rules_for(&self, ns: &str) -> Vec<AllowRule> {
+        let visible = |m: &&MeshInternalRule| m.visible_in.as_ref().is_none_or(|set| set.contains(ns));
+        let mesh = self.mesh_internal.iter().filter(visible).map(|m| m.rule.clone());
+        self.cidrs.iter().cloned().chain(mesh).collect()
     }
 }
 
@@ -59,7 +69,7 @@ pub(crate) fn workload_rules<'a>(
 ) -> WorkloadRules {
     let (mut rules, network_policies, is_cluster_internal) = match policies.rules_for(ctx, pod) {
         Some((rules, names)) => (rules, names, false),
-        None => (cluster_internal.rules.clone(), Vec::new(), true),
+        None => (cluster_internal.rules_for(namespace(&pod.metadata)), Vec::new(), true),
     };
     let (mesh_rules, mesh_egress) = egress.rules_for(pod);
     rules.extend(mesh_rules);

@@ -8,7 +8,7 @@
 //! - Any other location (`MESH_EXTERNAL`, the default): the hosts are
 //!   external; enforced pods reach them only through the egress gateway.
 //!   They grant nothing here; `verify` and `status` name them.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agent_common::{PortRule, REASON_CLUSTER_INTERNAL};
 use ipnet::IpNet;
@@ -19,7 +19,7 @@ use crate::model::ObjectKind;
 
 use super::hosts::{parse_host, Host};
 use super::ips::host_net;
-use super::objects::object_ref;
+use super::objects::{namespace, object_ref};
 use super::Ctx;
 
 /// The addresses of `MESH_INTERNAL` ServiceEntries, as cluster-internal
@@ -27,11 +27,12 @@ use super::Ctx;
 /// reported and skipped; locations other than the two Istio knows are
 /// reported and treated as external. Only `MESH_INTERNAL` endpoint names
 /// are resolved.
-pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
+pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<MeshInternalRule> {
     let snapshot = ctx.snapshot;
     let mut out = Vec::new();
     for se in &snapshot.service_entries {
         let object = object_ref(ObjectKind::ServiceEntry, &se.metadata);
+        let visible_in = export_to(&se.spec.export_to, namespace(&se.metadata));
         let internal = match se.spec.location.as_deref() {
             Some(MESH_INTERNAL) => true,
             None | Some(MESH_EXTERNAL) => false,
@@ -47,11 +48,14 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
         };
         let mut push = |net: IpNet, origin: String| {
             if internal {
-                out.push(AllowRule {
-                    net: net.trunc(),
-                    except: Vec::new(),
-                    rule: PortRule::any(REASON_CLUSTER_INTERNAL),
-                    origin,
+                out.push(MeshInternalRule {
+                    rule: AllowRule {
+                        net: net.trunc(),
+                        except: Vec::new(),
+                        rule: PortRule::any(REASON_CLUSTER_INTERNAL),
+                        origin,
+                    },
+                    visible_in: visible_in.clone(),
                 })
             }
         };
@@ -91,6 +95,29 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<AllowRule> {
         }
     }
     out
+}
+
+/// A `MESH_INTERNAL` address and the namespaces whose pods it counts as
+/// inside the cluster for (`None`: every namespace).
+#[derive(Clone, Debug)]
+pub(crate) struct MeshInternalRule {
+    pub rule: AllowRule,
+    pub visible_in: Option<BTreeSet<String>>,
+}
+
+/// Istio's `exportTo`: empty or `*` is every namespace, `.` the entry's
+/// own, `~` none, anything else a namespace name.
+fn export_to(entries: &[String], own: &str) -> Option<BTreeSet<String>> {
+    if entries.is_empty() || entries.iter().any(|e| e == "*") {
+        return None;
+    }
+    Some(
+        entries
+            .iter()
+            .filter(|e| e.as_str() != "~")
+            .map(|e| if e == "." { own.to_owned() } else { e.clone() })
+            .collect(),
+    )
 }
 
 /// External hosts (lower-case) of the ServiceEntries that are not

@@ -75,6 +75,10 @@ pub struct ServiceEntrySpec {
     pub endpoints: Vec<WorkloadEntry>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub ports: Vec<serde_json::Value>,
+    /// Namespaces the entry is visible in: `*` (all; the default when
+    /// empty), `.` (its own), `~` (none) or names.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub export_to: Vec<String>,
 }
 
 impl ServiceEntrySpec {

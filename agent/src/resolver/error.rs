@@ -17,6 +17,9 @@ pub enum ResolveError {
         #[source]
         source: std::io::Error,
     },
+    /// The resolver could not be set up (its message, for each name).
+    #[error("{0}")]
+    Setup(String),
     #[error("resolving {host}: no name server is configured")]
     NoNameservers { host: String },
     #[error("resolving {host}: no answer from {server} (timed out)")]

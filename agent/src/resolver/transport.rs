@@ -117,8 +117,7 @@ fn copy_error(e: &std::io::Error) -> std::io::Error {
 }
 
 /// Sends `query` to `server` over TCP (two-byte length prefix) and reads
-/// its response; connecting and each read and write wait at most until
-/// `timeout` after the start.
+/// its response; the whole exchange ends at most `timeout` after the start.
 pub fn tcp_exchange(server: SocketAddr, timeout: Duration, query: &Query) -> Result<Vec<u8>, TransportError> {
     let deadline = Instant::now() + timeout;
     let io = |e: std::io::Error| match e.kind() {
@@ -139,12 +138,25 @@ pub fn tcp_exchange(server: SocketAddr, timeout: Duration, query: &Query) -> Res
     let mut framed = (query.bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&query.bytes);
     stream.write_all(&framed).map_err(io)?;
-    stream.set_read_timeout(Some(left()?)).map_err(io)?;
+    // Every read waits only for what is left of the deadline, so a server
+    // trickling bytes cannot hold the lookup past it.
+    let mut read_full = |buf: &mut [u8]| -> Result<(), TransportError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            stream.set_read_timeout(Some(left()?)).map_err(io)?;
+            match stream.read(&mut buf[filled..]) {
+                Ok(0) => return Err(io(ErrorKind::UnexpectedEof.into())),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(())
+    };
     let mut len = [0u8; 2];
-    stream.read_exact(&mut len).map_err(io)?;
+    read_full(&mut len)?;
     let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.set_read_timeout(Some(left()?)).map_err(io)?;
-    stream.read_exact(&mut msg).map_err(io)?;
+    read_full(&mut msg)?;
     if query.answered_by(&msg) {
         Ok(msg)
     } else {

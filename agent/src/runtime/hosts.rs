@@ -26,6 +26,10 @@ const IN_FLIGHT_POLL: Duration = Duration::from_millis(250);
 /// Lookups running at once.
 const MAX_IN_FLIGHT: usize = 32;
 
+/// Where the resolver thread gets its lookups from (the system resolver,
+/// or a scripted one in tests).
+pub type Resolvers = Box<dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send>;
+
 /// What the resolver thread publishes.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
@@ -64,11 +68,20 @@ impl HostResolver {
     /// Start the thread, resolving through the nameservers of
     /// `resolv_conf` (re-read at every round, as glibc does on change).
     pub fn spawn(resolv_conf: PathBuf) -> Self {
+        let resolvers: Resolvers = Box::new(move || {
+            SystemResolver::from_resolv_conf(&resolv_conf).map(|r| Arc::new(r) as Arc<dyn Lookup + Send + Sync>)
+        });
+        Self::spawn_with(resolvers)
+    }
+
+    /// Start the thread with lookups from `resolvers` (called for every
+    /// round of due names).
+    pub fn spawn_with(resolvers: Resolvers) -> Self {
         let handle = Self { shared: Arc::new((Mutex::new(Shared::default()), Condvar::new())) };
         let worker = handle.clone();
         std::thread::Builder::new()
             .name("tollgate-resolver".into())
-            .spawn(move || worker.run(&resolv_conf))
+            .spawn(move || worker.run(&*resolvers))
             .map(|_| ())
             .unwrap_or_else(|e| warn!(error = %e, "cannot start the resolver thread; host names stay unresolved"));
         handle
@@ -90,7 +103,7 @@ impl HostResolver {
         lock.lock().unwrap_or_else(|p| p.into_inner()).published.clone()
     }
 
-    fn run(&self, resolv_conf: &Path) {
+    fn run(&self, resolvers: &(dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send)) {
         let mut table = HostTable::new(TtlPolicy::default());
         let (lock, wake) = &*self.shared;
         let mut seen_wanted = u64::MAX;
@@ -121,21 +134,18 @@ impl HostResolver {
             let now = Instant::now();
             let due: Vec<String> = table.due(now).into_iter().filter(|h| !in_flight.contains(h)).collect();
             if !due.is_empty() {
-                match SystemResolver::from_resolv_conf(resolv_conf) {
+                match resolvers() {
                     Ok(lookup) => {
                         let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
                         for host in due.into_iter().take(room) {
                             in_flight.insert(host.clone());
-                            self.start_lookup(lookup.clone(), host);
+                            self.start_lookup(Arc::clone(&lookup), host);
                         }
                     }
                     Err(e) => {
                         warn!(error = %e, "cannot read the resolver configuration");
                         for host in due {
-                            let err = ResolveError::ResolvConf {
-                                path: resolv_conf.to_path_buf(),
-                                source: std::io::Error::other(e.to_string()),
-                            };
+                            let err = ResolveError::Setup(e.to_string());
                             changed |= table.record(&host, now, Err(err));
                             asked_once.insert(host);
                         }
@@ -165,7 +175,7 @@ impl HostResolver {
     }
 
     /// One lookup on a thread of its own; its answer wakes the resolver.
-    fn start_lookup(&self, lookup: SystemResolver, host: String) {
+    fn start_lookup(&self, lookup: Arc<dyn Lookup + Send + Sync>, host: String) {
         let shared = Arc::clone(&self.shared);
         let deliver = move |shared: &Arc<(Mutex<Shared>, Condvar)>, answer: Answer| {
             let (lock, wake) = &**shared;
@@ -181,7 +191,7 @@ impl HostResolver {
         });
         if let Err(e) = spawned {
             warn!(host = %name, error = %e, "cannot start a lookup thread");
-            let err = ResolveError::ResolvConf { path: PathBuf::from("(lookup thread)"), source: e };
+            let err = ResolveError::Setup(format!("resolving {name}: cannot start a lookup thread: {e}"));
             let (lock, wake) = &*fallback;
             lock.lock().unwrap_or_else(|p| p.into_inner()).answers.push(Answer { host: name, asked: Instant::now(), result: Err(err) });
             wake.notify_all();
@@ -223,4 +233,54 @@ pub fn resolve_once(hosts: &BTreeSet<String>, resolv_conf: &Path) -> BTreeMap<St
         out.insert(host.clone(), ips);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers each name after its own delay.
+    struct Scripted(BTreeMap<&'static str, (Duration, &'static str)>);
+
+    impl Lookup for Scripted {
+        fn lookup(&self, host: &str) -> Result<Vec<(IpAddr, Duration)>, ResolveError> {
+            let (delay, ip) = self.0.get(host).copied().ok_or_else(|| ResolveError::Setup(format!("{host}: unknown")))?;
+            std::thread::sleep(delay);
+            Ok(vec![(ip.parse().expect("ip"), Duration::from_secs(30))])
+        }
+    }
+
+    fn wait_for(resolver: &HostResolver, what: impl Fn(&Published) -> bool) -> Published {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let p = resolver.published();
+            if what(&p) || Instant::now() > deadline {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_slow_name_server_delays_only_its_own_names() {
+        let script = Scripted(BTreeMap::from([
+            ("fast.test", (Duration::ZERO, "192.0.2.1")),
+            ("slow.test", (Duration::from_millis(1500), "192.0.2.2")),
+        ]));
+        let lookup: Arc<dyn Lookup + Send + Sync> = Arc::new(script);
+        let resolver = HostResolver::spawn_with(Box::new(move || Ok(Arc::clone(&lookup))));
+        let started = Instant::now();
+        resolver.want(&BTreeSet::from(["fast.test".to_owned(), "slow.test".to_owned()]));
+        let p = wait_for(&resolver, |p| p.addresses.get("fast.test").is_some_and(|a| !a.is_empty()));
+        assert!(started.elapsed() < Duration::from_millis(1000), "fast.test waited for slow.test: {:?}", started.elapsed());
+        assert_eq!(p.addresses["fast.test"], ["192.0.2.1".parse::<IpAddr>().expect("ip")]);
+        assert!(!p.settled, "slow.test is still being looked up");
+        let p = wait_for(&resolver, |p| p.settled);
+        assert!(p.settled);
+        assert_eq!(p.addresses["slow.test"], ["192.0.2.2".parse::<IpAddr>().expect("ip")]);
+        // The slow answer counts from when its query was sent, not from a
+        // round that started before it.
+        let slow = p.status.iter().find(|s| s.host == "slow.test").expect("status of slow.test");
+        assert!(slow.expires_in_s.is_some_and(|s| s >= 28), "{slow:?}");
+    }
 }
