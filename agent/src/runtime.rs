@@ -118,13 +118,17 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     if !cfg.resolv_conf.exists() {
         warn!(path = %cfg.resolv_conf.display(), "no such --resolv-conf; host names go to 127.0.0.1:53, as glibc would");
     }
-    let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone());
+    // Taking over a running datapath: its maps allow the previous agent's
+    // answers, which stay allowed for the time they have left.
+    let takeover = PinDir::new(&cfg.bpffs).require_pinned().is_ok();
+    let hosts_path = cfg.state_dir.join(state::HOSTS_FILE);
+    let remembered = if takeover { hosts::load(&hosts_path) } else { hosts::Remembered::new() };
+    let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone(), remembered);
     let (snapshot, source_diags) = load_dir(&cfg)?;
     let mut compiled = compile(&cfg, snapshot, source_diags, &BTreeMap::new());
     let mut hosts_version = 0;
     if !compiled.desired.hosts.is_empty() {
         resolver.want(&compiled.desired.hosts);
-        let takeover = PinDir::new(&cfg.bpffs).require_pinned().is_ok();
         let deadline = Instant::now() + if takeover { TAKEOVER_RESOLVE_WAIT } else { FIRST_RESOLVE_WAIT };
         while Instant::now() < deadline && !resolver.published().settled {
             std::thread::sleep(Duration::from_millis(20));
@@ -176,6 +180,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
             compiled = compile(&cfg, snapshot, source_diags, &published.addresses);
             dirty = true;
             info!(hosts = published.addresses.len(), "host addresses changed; recompiled");
+            if let Err(e) = hosts::save(&hosts_path, &published) {
+                warn!(path = %hosts_path.display(), error = %e, "cannot save the host addresses for the next agent");
+            }
         }
         match cgroups::discover(&cfg.cgroup_root) {
             Ok(found) => {

@@ -255,6 +255,32 @@ impl HostTable {
             .min()
     }
 
+    /// Adds addresses remembered from before a restart, each valid for its
+    /// remaining lifetime, to a wanted host, without changing when it is
+    /// asked (a host never resolved stays due at once). At most
+    /// [`MAX_ADDRESSES_PER_HOST`] per host. Returns true when the address
+    /// view changed.
+    pub fn seed(&mut self, host: &str, now: Instant, remembered: &[(IpAddr, Duration)]) -> bool {
+        let Some(entry) = self.hosts.get_mut(&normalize(host)) else {
+            return false;
+        };
+        let before = entry.valid_set(now);
+        for (ip, left) in remembered.iter().take(MAX_ADDRESSES_PER_HOST) {
+            let until = now + (*left).min(MAX_TTL);
+            entry.addresses.entry(*ip).and_modify(|u| *u = (*u).max(until)).or_insert(until);
+        }
+        entry.enforce_limit(now, &BTreeSet::new());
+        entry.valid_set(now) != before
+    }
+
+    /// Per wanted host, its valid addresses with the time each has left.
+    pub fn lifetimes(&self, now: Instant) -> BTreeMap<String, Vec<(IpAddr, Duration)>> {
+        self.hosts
+            .iter()
+            .map(|(host, e)| (host.clone(), e.valid(now).map(|(ip, until)| (*ip, *until - now)).collect()))
+            .collect()
+    }
+
     /// Per wanted host: its valid addresses, when the first of them
     /// expires, and the error of the last lookup.
     pub fn status(&self, now: Instant) -> Vec<HostStatus> {

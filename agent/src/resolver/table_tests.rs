@@ -353,3 +353,19 @@ fn refresh_resolves_due_hosts_and_expires() {
     assert!(addrs(&t, "b.test", t0 + secs(10)).is_empty());
     assert_eq!(addrs(&t, "a.test", t0 + secs(10)), [ip("192.0.2.1")]);
 }
+
+#[test]
+fn seeded_addresses_last_their_remaining_time_and_the_host_stays_due() {
+    let t0 = Instant::now();
+    let mut t = table(&["h.test"]);
+    assert!(!t.seed("other.test", t0, &[(ip("192.0.2.9"), secs(60))]), "not wanted: ignored");
+    assert!(t.seed("H.test.", t0, &[(ip("192.0.2.1"), secs(20)), (ip("192.0.2.2"), secs(40))]));
+    assert_eq!(t.due(t0), ["h.test"], "a remembered answer does not replace a lookup");
+    assert_eq!(addrs(&t, "h.test", t0 + secs(19)), [ip("192.0.2.1"), ip("192.0.2.2")]);
+    assert_eq!(addrs(&t, "h.test", t0 + secs(20)), [ip("192.0.2.2")]);
+    let left = t.lifetimes(t0 + secs(10));
+    assert_eq!(left["h.test"], [(ip("192.0.2.1"), secs(10)), (ip("192.0.2.2"), secs(30))]);
+    // A new answer without them keeps them until they run out.
+    assert!(t.record("h.test", t0 + secs(1), answer(&[("192.0.2.3", 10)])));
+    assert_eq!(addrs(&t, "h.test", t0 + secs(5)), [ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3")]);
+}

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use tracing::{debug, warn};
 
@@ -40,6 +42,75 @@ pub struct Published {
     /// Every wanted name has been asked about at least once (answered or
     /// failed).
     pub settled: bool,
+    /// `addresses` with the wall-clock time each stops being valid (what
+    /// a restarted agent remembers, see [`save`]).
+    pub expiries: BTreeMap<String, Vec<(IpAddr, SystemTime)>>,
+}
+
+/// Addresses per name with the time they have left.
+pub type Remembered = BTreeMap<String, Vec<(IpAddr, Duration)>>;
+
+/// One remembered address in the state folder's hosts file.
+#[derive(Serialize, Deserialize)]
+struct SavedAddress {
+    ip: IpAddr,
+    /// Milliseconds since the Unix epoch.
+    expires_unix_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SavedHosts {
+    hosts: BTreeMap<String, Vec<SavedAddress>>,
+}
+
+/// Writes what `published` allows, with expiries, for the next agent.
+pub fn save(path: &Path, published: &Published) -> std::io::Result<()> {
+    let ms = |t: &SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let saved = SavedHosts {
+        hosts: published
+            .expiries
+            .iter()
+            .map(|(host, addrs)| {
+                (host.clone(), addrs.iter().map(|(ip, t)| SavedAddress { ip: *ip, expires_unix_ms: ms(t) }).collect())
+            })
+            .collect(),
+    };
+    super::state::write_json(path, &saved, false)
+}
+
+/// What a previous agent saved at `path` and is still valid; nothing when
+/// the file is missing or unreadable (reported).
+pub fn load(path: &Path) -> Remembered {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Remembered::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the remembered host addresses");
+            return Remembered::new();
+        }
+    };
+    let saved: SavedHosts = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "ignoring the remembered host addresses");
+            return Remembered::new();
+        }
+    };
+    let now = SystemTime::now();
+    saved
+        .hosts
+        .into_iter()
+        .map(|(host, addrs)| {
+            let left = addrs
+                .into_iter()
+                .filter_map(|a| {
+                    let until = UNIX_EPOCH + Duration::from_millis(a.expires_unix_ms);
+                    until.duration_since(now).ok().map(|d| (a.ip, d))
+                })
+                .collect();
+            (host, left)
+        })
+        .collect()
 }
 
 /// The answer of one lookup thread.
@@ -67,21 +138,24 @@ pub struct HostResolver {
 impl HostResolver {
     /// Start the thread, resolving through the nameservers of
     /// `resolv_conf` (re-read at every round, as glibc does on change).
-    pub fn spawn(resolv_conf: PathBuf) -> Self {
+    /// `remembered` holds addresses a previous agent allowed, with the time
+    /// they have left: they stay allowed for it while the names are asked
+    /// again.
+    pub fn spawn(resolv_conf: PathBuf, remembered: Remembered) -> Self {
         let resolvers: Resolvers = Box::new(move || {
             SystemResolver::from_resolv_conf(&resolv_conf).map(|r| Arc::new(r) as Arc<dyn Lookup + Send + Sync>)
         });
-        Self::spawn_with(resolvers)
+        Self::spawn_with(resolvers, remembered)
     }
 
     /// Start the thread with lookups from `resolvers` (called for every
     /// round of due names).
-    pub fn spawn_with(resolvers: Resolvers) -> Self {
+    pub fn spawn_with(resolvers: Resolvers, remembered: Remembered) -> Self {
         let handle = Self { shared: Arc::new((Mutex::new(Shared::default()), Condvar::new())) };
         let worker = handle.clone();
         std::thread::Builder::new()
             .name("tollgate-resolver".into())
-            .spawn(move || worker.run(&*resolvers))
+            .spawn(move || worker.run(&*resolvers, remembered))
             .map(|_| ())
             .unwrap_or_else(|e| warn!(error = %e, "cannot start the resolver thread; host names stay unresolved"));
         handle
@@ -103,7 +177,7 @@ impl HostResolver {
         lock.lock().unwrap_or_else(|p| p.into_inner()).published.clone()
     }
 
-    fn run(&self, resolvers: &(dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send)) {
+    fn run(&self, resolvers: &(dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send), mut remembered: Remembered) {
         let mut table = HostTable::new(TtlPolicy::default());
         let (lock, wake) = &*self.shared;
         let mut seen_wanted = u64::MAX;
@@ -122,6 +196,11 @@ impl HostResolver {
             if let Some(w) = wanted {
                 asked_once.retain(|h| w.contains(h));
                 changed |= table.set_hosts(w);
+                // Once, for the names still wanted after a restart.
+                let seeded_at = Instant::now();
+                for (host, addrs) in std::mem::take(&mut remembered) {
+                    changed |= table.seed(&host, seeded_at, &addrs);
+                }
             }
             for a in answers {
                 in_flight.remove(&a.host);
@@ -159,6 +238,12 @@ impl HostResolver {
             if changed {
                 shared.published.version += 1;
                 shared.published.addresses = table.addresses(now);
+                let wall = SystemTime::now();
+                shared.published.expiries = table
+                    .lifetimes(now)
+                    .into_iter()
+                    .map(|(host, addrs)| (host, addrs.into_iter().map(|(ip, left)| (ip, wall + left)).collect()))
+                    .collect();
                 debug!(version = shared.published.version, "host addresses changed");
             }
             let sleep = match table.next_deadline() {
@@ -268,7 +353,7 @@ mod tests {
             ("slow.test", (Duration::from_millis(1500), "192.0.2.2")),
         ]));
         let lookup: Arc<dyn Lookup + Send + Sync> = Arc::new(script);
-        let resolver = HostResolver::spawn_with(Box::new(move || Ok(Arc::clone(&lookup))));
+        let resolver = HostResolver::spawn_with(Box::new(move || Ok(Arc::clone(&lookup))), Remembered::new());
         let started = Instant::now();
         resolver.want(&BTreeSet::from(["fast.test".to_owned(), "slow.test".to_owned()]));
         let p = wait_for(&resolver, |p| p.addresses.get("fast.test").is_some_and(|a| !a.is_empty()));
@@ -282,5 +367,43 @@ mod tests {
         // round that started before it.
         let slow = p.status.iter().find(|s| s.host == "slow.test").expect("status of slow.test");
         assert!(slow.expires_in_s.is_some_and(|s| s >= 28), "{slow:?}");
+    }
+
+    #[test]
+    fn remembered_addresses_stay_allowed_while_the_name_server_is_down() {
+        let down: Arc<dyn Lookup + Send + Sync> = Arc::new(Scripted(BTreeMap::new()));
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let remembered = Remembered::from([("osm.test".to_owned(), vec![(ip, Duration::from_secs(60))])]);
+        let resolver = HostResolver::spawn_with(Box::new(move || Ok(Arc::clone(&down))), remembered);
+        resolver.want(&BTreeSet::from(["osm.test".to_owned()]));
+        let p = wait_for(&resolver, |p| p.settled);
+        assert!(p.settled, "the failed lookup settles the name");
+        assert_eq!(p.addresses["osm.test"], [ip], "a failed lookup keeps what is still valid");
+        let status = &p.status[0];
+        assert!(status.error.is_some() && status.expires_in_s.is_some_and(|s| s > 50), "{status:?}");
+    }
+
+    #[test]
+    fn saved_addresses_come_back_with_the_time_they_have_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hosts.json");
+        assert!(load(&path).is_empty(), "no file: nothing remembered");
+        let now = SystemTime::now();
+        let (live, gone): (IpAddr, IpAddr) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
+        let published = Published {
+            expiries: BTreeMap::from([(
+                "a.test".to_owned(),
+                vec![(live, now + Duration::from_secs(120)), (gone, now - Duration::from_secs(1))],
+            )]),
+            ..Published::default()
+        };
+        save(&path, &published).expect("save");
+        let back = load(&path);
+        let left = &back["a.test"];
+        assert_eq!(left.len(), 1, "expired addresses are not remembered: {left:?}");
+        assert_eq!(left[0].0, live);
+        assert!(left[0].1 > Duration::from_secs(110) && left[0].1 <= Duration::from_secs(120), "{left:?}");
+        std::fs::write(&path, "not json").expect("write");
+        assert!(load(&path).is_empty(), "a bad file is ignored");
     }
 }

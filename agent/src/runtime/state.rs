@@ -15,6 +15,8 @@ use crate::{
 pub const STATUS_FILE: &str = "status.json";
 pub const EXPLAIN_FILE: &str = "explain.json";
 pub const ANALYSIS_FILE: &str = "analysis.json";
+/// Resolved host addresses with their expiries, for the next agent.
+pub const HOSTS_FILE: &str = "hosts.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkloadStatus {
