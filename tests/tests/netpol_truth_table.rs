@@ -975,6 +975,21 @@ fn cases() -> Vec<Case> {
             .isolated(X_PODS)
             .services()
             .allow(X_PODS, &["x/b"], ALL),
+        Case::new("Services: an ipBlock holding x/b's IPv4 allows its Service over IPv4 only")
+            .policy(
+                "x",
+                "to-b-by-ip",
+                "
+                podSelector: {}
+                policyTypes: [Egress]
+                egress:
+                - to: [{ipBlock: {cidr: 10.244.1.2/32}}]
+                ",
+            )
+            .families(DUAL)
+            .isolated(X_PODS)
+            .services()
+            .allow_in(V4, X_PODS, &["x/b"], ALL),
         Case::new("Services: TCP 80 to namespace y allows Service port 8080 (targetPort serve-80-tcp)")
             .policy(
                 "x",

@@ -46,7 +46,7 @@ fn network_policies(input: &Input<'_>, out: &mut Vec<Finding>) {
         }
         let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata).to_string();
         let message = match invalid {
-            Some(err) => format!("the pod selector is invalid ({err}), so this egress policy selects no pod; fix the selector"),
+            Some(err) => format!("the pod selector is invalid ({err}), so this egress policy isolates every pod of namespace {ns} and allows them nothing; fix the selector"),
             None if selected => continue,
             None => format!("this egress policy selects no running pod in namespace {ns}, so it restricts nothing; check the labels of spec.podSelector"),
         };

@@ -281,6 +281,20 @@ impl Verifier {
     }
 }
 
+/// One `--batch` line; errors name the field (`field to_port: invalid
+/// type ...`).
+fn parse_query(line: &str) -> Result<Query, CliError> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            CliError::Input(format!("query: {}", e.inner()))
+        } else {
+            CliError::Input(format!("query: field {path}: {}", e.inner()))
+        }
+    })
+}
+
 fn workload_ids(maps: &Maps) -> Result<BTreeMap<String, u32>, CliError> {
     let mut out = BTreeMap::new();
     for item in maps.workloads.iter() {
@@ -327,9 +341,7 @@ pub fn run_batch(mut v: Verifier, input: &str) -> Result<(), CliError> {
         if line.trim().is_empty() {
             continue;
         }
-        let answer = serde_json::from_str::<Query>(&line)
-            .map_err(|e| CliError::Input(e.to_string()))
-            .and_then(|q| v.ask(&q));
+        let answer = parse_query(&line).and_then(|q| v.ask(&q));
         match answer {
             Ok(a) => print(&a, OutputFormat::Json),
             Err(CliError::Environment(e)) => return Err(CliError::Environment(e)),
@@ -344,4 +356,22 @@ pub fn run_batch(mut v: Verifier, input: &str) -> Result<(), CliError> {
         return Err(CliError::Input(format!("{failed} batch line(s) could not be answered")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_batch_lines_name_the_field() {
+        let err = |line: &str| match parse_query(line) {
+            Err(CliError::Input(m)) => m,
+            other => panic!("{line}: {:?}", other.map(|q| q.from_pod)),
+        };
+        assert!(err(r#"{"from_pod": "x/a", "to_ip": "192.0.2.1", "to_port": "80"}"#).starts_with("query: field to_port: invalid type"));
+        assert!(err(r#"{"to_ip": "192.0.2.1", "to_port": 80}"#).contains("from_pod"));
+        assert!(err("not json").starts_with("query: "));
+        let q = parse_query(r#"{"from_pod": "x/a", "to_pod": "y/b", "to_port": 80}"#).expect("valid");
+        assert_eq!((q.from_pod.as_str(), q.to_port, q.protocol.as_str()), ("x/a", 80, "tcp"));
+    }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::desired::{AllowRule, Severity};
 use crate::model::{ObjectKind, Snapshot};
 
-use super::ips::{host_net, pod_ips, service_cluster_ips, slice_addresses};
+use super::ips::{host_net, pod_ips, quiet_pod_ips, service_cluster_ips, slice_addresses};
 use super::objects::{is_finished, labels, namespace, object_ref, pod_key, pod_ref, PodKey};
 use super::selectors::map_selects_some;
 use super::Ctx;
@@ -133,17 +133,6 @@ fn gateway_slice_addresses(ctx: &mut Ctx<'_>, slice: &EndpointSlice, gateway_pod
         }
     }
     out
-}
-
-/// A pod's IPs without reporting bad ones (`pod_ips` reports them once).
-fn quiet_pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    let Some(status) = pod.status.as_ref() else { return Vec::new() };
-    status
-        .pod_ip
-        .iter()
-        .chain(status.pod_ips.iter().flatten().map(|p| &p.ip))
-        .filter_map(|s| s.parse().ok())
-        .collect()
 }
 
 /// The gateways in the operator's words, for explanations: each Istio

@@ -32,6 +32,17 @@ pub(crate) fn pod_ips(ctx: &mut Ctx<'_>, pod: &Pod) -> Vec<IpAddr> {
     parse_ips(ctx, &pod_ref(pod), candidates)
 }
 
+/// A pod's IPs without reporting bad ones (`pod_ips` reports them once).
+pub(crate) fn quiet_pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else { return Vec::new() };
+    status
+        .pod_ip
+        .iter()
+        .chain(status.pod_ips.iter().flatten().map(|p| &p.ip))
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
 /// `spec.clusterIP` and `spec.clusterIPs` of a Service (none for headless
 /// and ExternalName Services).
 pub(crate) fn service_cluster_ips(ctx: &mut Ctx<'_>, svc: &Service) -> Vec<IpAddr> {

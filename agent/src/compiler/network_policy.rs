@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::desired::{AllowRule, Severity};
 use crate::model::{ObjectKind, ObjectRef};
 
-use super::ips::{host_net, pod_ips};
+use super::ips::{host_net, pod_ips, quiet_pod_ips};
 use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
 use super::selectors::{check_label_selector, label_selector_matches, SelectorError};
 use super::np_services::push_services;
@@ -170,7 +170,7 @@ impl<'a> NetworkPolicies<'a> {
                 .filter(|p| !is_finished(p))
                 .collect();
             push_named(ctx, out, &all, &ports, &rule_origin);
-            push_services(ctx, out, &all, |pod, proto, port| port_allows(&ports, pod, proto, port), &rule_origin);
+            push_services(ctx, out, &all, |pod, proto, port, _| port_allows(&ports, pod, proto, port), &rule_origin);
             return;
         }
         for (j, peer) in peers {
@@ -179,6 +179,25 @@ impl<'a> NetworkPolicies<'a> {
             match peer {
                 Peer::Block { cidr, except } => {
                     push_numeric(out, cidr, &except, &ports, &origin);
+                    // Pods inside the block are reached through their
+                    // Services too (Tollgate sees the ClusterIP, before
+                    // kube-proxy translates it to a pod of the block).
+                    let inside = |ip: &IpAddr| cidr.contains(ip) && !except.iter().any(|e| e.contains(ip));
+                    let pods: Vec<&'a Pod> = ctx
+                        .snapshot
+                        .pods
+                        .iter()
+                        .filter(|p| !is_finished(p) && !is_host_network(p))
+                        .filter(|p| quiet_pod_ips(p).iter().any(inside))
+                        .collect();
+                    let in_family = |pod: &Pod, v6: bool| quiet_pod_ips(pod).iter().any(|ip| ip.is_ipv6() == v6 && inside(ip));
+                    push_services(
+                        ctx,
+                        out,
+                        &pods,
+                        |pod, proto, port, v6| in_family(pod, v6) && port_allows(&ports, pod, proto, port),
+                        &origin,
+                    );
                 }
                 Peer::Selectors(peer) => match self.peer_pods(ctx, policy, peer) {
                     Ok(pods) => {
@@ -190,7 +209,7 @@ impl<'a> NetworkPolicies<'a> {
                             }
                         }
                         push_named(ctx, out, &pods, &ports, &origin);
-                        push_services(ctx, out, &pods, |pod, proto, port| port_allows(&ports, pod, proto, port), &origin);
+                        push_services(ctx, out, &pods, |pod, proto, port, _| port_allows(&ports, pod, proto, port), &origin);
                     }
                     Err((sub, message)) => {
                         ctx.report(Severity::Error, &object, format!("{field}.{sub}"), message)

@@ -8,7 +8,6 @@
 //! of the Service's backends on the port it translates to. With backends
 //! the policy treats differently, the translation may pick one it would
 //! not allow: the README lists this under the known limits.
-use std::net::IpAddr;
 
 use agent_common::{PortRule, PROTO_SCTP, PROTO_TCP, PROTO_UDP, REASON_NETWORK_POLICY};
 use k8s_openapi::api::core::v1::{Pod, ServicePort};
@@ -23,12 +22,13 @@ use super::selectors::map_selects_some;
 use super::Ctx;
 
 /// Push ClusterIP rules for the Services whose selector picks one of
-/// `pods` that `allows(pod, proto, target port)`.
+/// `pods` that `allows(pod, proto, target port, ipv6)`: a ClusterIP of one
+/// family translates to a backend address of the same family.
 pub(crate) fn push_services(
     ctx: &mut Ctx<'_>,
     out: &mut Vec<AllowRule>,
     pods: &[&Pod],
-    allows: impl Fn(&Pod, u8, u16) -> bool,
+    allows: impl Fn(&Pod, u8, u16, bool) -> bool,
     origin: &str,
 ) {
     let snapshot = ctx.snapshot;
@@ -44,30 +44,21 @@ pub(crate) fn push_services(
         if backends.is_empty() {
             continue;
         }
-        let mut granted: Vec<(PortRule, String)> = Vec::new();
-        for port in spec.ports.iter().flatten() {
-            let Some((proto, number)) = service_port(port) else { continue };
-            let via = backends.iter().find(|pod| {
-                target_port(port, pod, number).is_some_and(|target| allows(pod, proto, target))
-            });
-            if let Some(pod) = via {
-                let rule = PortRule { proto, reason: REASON_NETWORK_POLICY, port_lo: number, port_hi: number };
-                granted.push((rule, pod_ref(pod).qualified()));
-            }
-        }
-        if granted.is_empty() {
-            continue;
-        }
         let svc_ref = object_ref(ObjectKind::Service, &svc.metadata).qualified();
-        let ips: Vec<IpAddr> = service_cluster_ips(ctx, svc);
-        for ip in ips {
-            for (rule, pod) in &granted {
-                out.push(AllowRule {
-                    net: host_net(ip),
-                    except: Vec::new(),
-                    rule: *rule,
-                    origin: format!("{origin} (Service {svc_ref} port {} to pod {pod})", rule.port_lo),
+        for ip in service_cluster_ips(ctx, svc) {
+            for port in spec.ports.iter().flatten() {
+                let Some((proto, number)) = service_port(port) else { continue };
+                let via = backends.iter().find(|pod| {
+                    target_port(port, pod, number).is_some_and(|target| allows(pod, proto, target, ip.is_ipv6()))
                 });
+                if let Some(pod) = via {
+                    out.push(AllowRule {
+                        net: host_net(ip),
+                        except: Vec::new(),
+                        rule: PortRule { proto, reason: REASON_NETWORK_POLICY, port_lo: number, port_hi: number },
+                        origin: format!("{origin} (Service {svc_ref} port {number} to pod {})", pod_ref(pod).qualified()),
+                    });
+                }
             }
         }
     }
