@@ -80,10 +80,10 @@ enum Command {
         #[arg(long)]
         to_host: Option<String>,
         /// Destination port (required, except for icmp).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "batch")]
         to_port: u16,
         /// tcp, udp, sctp or icmp.
-        #[arg(long, default_value = "tcp")]
+        #[arg(long, default_value = "tcp", conflicts_with = "batch")]
         protocol: String,
         /// Answer from a private load filled from this folder instead of the running agent.
         #[arg(long)]
@@ -205,6 +205,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify { from_pod, to_pod, to_ip, to_host, to_port, protocol, manifests, cluster_cidrs, resolv_conf, batch, output } => {
             let source = match manifests {
                 Some(dir) => verify::Source::Manifests { dir, cluster_cidrs, resolv_conf },
+                None if !cluster_cidrs.is_empty() => {
+                    return Err(CliError::Input(
+                        "verify: flag --cluster-cidr: only with --manifests (the running agent has its own)".into(),
+                    ))
+                }
                 None => verify::Source::Pinned { bpffs: cli.bpffs.clone(), state_dir },
             };
             let v = verify::Verifier::open(source, &cli.bpffs)?;

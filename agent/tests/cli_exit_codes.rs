@@ -19,6 +19,8 @@ fn usage_errors_are_bad_input() {
         &["verify", "--from-pod", "x/a", "--to-ip", "192.0.2.1", "--to-port", "80", "-o", "yaml"],
         &["verify", "--from-pod", "x/a", "--to-port", "80", "--cluster-cidr", "not-a-cidr", "--to-ip", "192.0.2.1"],
         &["counters", "-o", "xml"],
+        &["verify", "--batch", "-", "--to-port", "80"],
+        &["verify", "--from-pod", "x/a", "--to-ip", "192.0.2.1", "--to-port", "80", "--cluster-cidr", "10.0.0.0/8"],
         &["no-such-command"],
     ] {
         assert_eq!(exit_code(args), Some(1), "tollgate {}", args.join(" "));
