@@ -5,7 +5,11 @@
 //!   gateway (kube-system, istio-system, tollgate-system, the gateways' own
 //!   namespaces and those of gateway pods are left out);
 //! - `no-gateway` (warning): namespaces are enforced but no gateway pod
-//!   runs, so their pods reach nothing outside the cluster.
+//!   runs, so their pods reach nothing outside the cluster;
+//! - `gateway-in-enforced-namespace` (warning): a gateway pod runs in an
+//!   enforced or audited namespace. Gateway pods are never enforced, so
+//!   whoever may create pods (or Istio Gateways) there can take a pod out
+//!   of enforcement; gateways belong in their own namespace.
 use std::collections::BTreeSet;
 
 use crate::compiler::gateways::GATEWAY_LABEL;
@@ -16,7 +20,7 @@ use crate::desired::Mode;
 use crate::model::istio::{Gateway, ROOT_NAMESPACE};
 use crate::model::ObjectKind;
 
-use super::codes::{GATEWAY_CLIENTS_NOT_ENFORCED, NO_GATEWAY};
+use super::codes::{GATEWAY_CLIENTS_NOT_ENFORCED, GATEWAY_IN_ENFORCED_NAMESPACE, NO_GATEWAY};
 use super::{namespace_list, Finding, FindingSeverity, Input};
 
 /// Namespaces of the platform itself (Kubernetes, Istio, Tollgate's own
@@ -29,6 +33,43 @@ pub const CLUSTER_OBJECT: &str = "cluster";
 pub(crate) fn check(input: &Input<'_>, out: &mut Vec<Finding>) {
     clients_not_enforced(input, out);
     no_gateway(input, out);
+    gateways_in_enforced_namespaces(input, out);
+}
+
+fn gateways_in_enforced_namespaces(input: &Input<'_>, out: &mut Vec<Finding>) {
+    for (ns, pod) in &input.gateway_pods {
+        let mode = input.mode(ns);
+        if mode == Mode::Off {
+            continue;
+        }
+        let pod_obj = input
+            .running
+            .iter()
+            .find(|p| namespace(&p.metadata) == ns && p.metadata.name.as_deref() == Some(pod.as_str()));
+        let by_label = pod_obj.is_some_and(|p| labels(&p.metadata).get(GATEWAY_LABEL).is_some_and(|v| v == "true"));
+        let how = if by_label {
+            format!("its label {GATEWAY_LABEL}=true")
+        } else {
+            let gws: Vec<String> = input
+                .snapshot
+                .gateways
+                .iter()
+                .filter(|gw| pod_obj.is_some_and(|p| map_selects_some(&gw.spec.selector, labels(&p.metadata))))
+                .map(|gw| object_ref(ObjectKind::Gateway, &gw.metadata).to_string())
+                .collect();
+            format!("the selector of {}", gws.join(", "))
+        };
+        out.push(Finding::new(
+            FindingSeverity::Warning,
+            GATEWAY_IN_ENFORCED_NAMESPACE,
+            format!("Pod {ns}/{pod}"),
+            None,
+            format!(
+                "this pod is an egress gateway by {how} in namespace {ns}, which is {} by {EGRESS_LABEL}; gateway pods are never enforced, so anyone who can create pods or Gateways in {ns} can take a pod out of enforcement; run gateways in a namespace of their own",
+                if mode == Mode::Audit { "audited" } else { "enforced" }
+            ),
+        ));
+    }
 }
 
 /// Does `gw` select a running pod?
@@ -144,6 +185,15 @@ mod tests {
         let internal = EXTERNAL_SE.replace("MESH_EXTERNAL", "MESH_INTERNAL");
         assert!(with_code(&run(&format!("{internal}{DEFAULT_POD}"), &[]), GATEWAY_CLIENTS_NOT_ENFORCED).is_empty());
         assert!(with_code(&run(DEFAULT_POD, &[]), GATEWAY_CLIENTS_NOT_ENFORCED).is_empty(), "no mesh, no finding");
+    }
+
+    #[test]
+    fn gateway_pods_in_enforced_namespaces_are_flagged() {
+        let rogue = "apiVersion: v1\nkind: Pod\nmetadata: {name: escape, namespace: shop, uid: u-esc, labels: {tollgate.dev/egress-gateway: 'true'}}\nstatus: {phase: Running}\n---\n";
+        let report = run(&format!("{SHOP_ENFORCED}{rogue}{GATEWAY}{GATEWAY_POD}"), &["10.244.0.0/16"]);
+        let f = the(&report, GATEWAY_IN_ENFORCED_NAMESPACE, "Pod shop/escape");
+        assert!(f.message.contains("tollgate.dev/egress-gateway=true") && f.message.contains("enforced"), "{}", f.message);
+        assert_eq!(with_code(&report, GATEWAY_IN_ENFORCED_NAMESPACE).len(), 1, "istio-system is not enforced");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! call it the same way. One file per family of checks:
 //!
 //! - [`namespaces`]: checks `bad-namespace-label` and `audit-mode`;
-//! - [`gateways`]: checks `gateway-clients-not-enforced` and `no-gateway`;
+//! - [`gateways`]: checks `gateway-clients-not-enforced`, `no-gateway` and
+//!   `gateway-in-enforced-namespace`;
 //! - [`osm`]: checks `osm-egress-passthrough` and `osm-egress-policy-disabled`;
 //! - [`selects_nothing`]: checks `policy-selects-nothing`;
 //! - [`external`]: checks `policy-allows-external` and `no-cluster-cidr`;
@@ -47,6 +48,7 @@ pub mod codes {
     pub const POLICY_ALLOWS_EXTERNAL: &str = "policy-allows-external";
     pub const WIDE_MESH_INTERNAL: &str = "wide-mesh-internal";
     pub const NO_GATEWAY: &str = "no-gateway";
+    pub const GATEWAY_IN_ENFORCED_NAMESPACE: &str = "gateway-in-enforced-namespace";
     pub const NO_CLUSTER_CIDR: &str = "no-cluster-cidr";
     pub const AUDIT_MODE: &str = "audit-mode";
     pub const INVALID_OBJECT: &str = "invalid-object";
