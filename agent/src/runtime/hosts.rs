@@ -289,33 +289,48 @@ impl HostResolver {
 /// warning on stderr.
 pub fn resolve_once(hosts: &BTreeSet<String>, resolv_conf: &Path) -> BTreeMap<String, Vec<IpAddr>> {
     let lookup = match SystemResolver::from_resolv_conf(resolv_conf) {
-        Ok(l) => l,
+        Ok(l) => Arc::new(l) as Arc<dyn Lookup + Send + Sync>,
         Err(e) => {
             eprintln!("warning: cannot resolve {} host name(s): {e}", hosts.len());
             return BTreeMap::new();
         }
     };
-    let started = Instant::now();
-    let mut out = BTreeMap::new();
+    resolve_all(hosts, lookup, ONE_SHOT_DEADLINE)
+}
+
+/// Looks up every name at once, each on its own thread, and waits at most
+/// `deadline` in all; names not answered by then map to nothing.
+fn resolve_all(hosts: &BTreeSet<String>, lookup: Arc<dyn Lookup + Send + Sync>, deadline: Duration) -> BTreeMap<String, Vec<IpAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
     for host in hosts {
-        if started.elapsed() > ONE_SHOT_DEADLINE {
-            eprintln!("warning: {host}: not resolved (gave up after {ONE_SHOT_DEADLINE:?})");
-            out.insert(host.clone(), Vec::new());
-            continue;
+        let (tx, lookup, host) = (tx.clone(), Arc::clone(&lookup), host.clone());
+        let spawned = std::thread::Builder::new().name("tollgate-lookup".into()).spawn(move || {
+            let result = lookup.lookup(&host);
+            let _ = tx.send((host, result));
+        });
+        if let Err(e) = spawned {
+            eprintln!("warning: cannot start a lookup thread: {e}");
         }
-        let ips = match lookup.lookup(host) {
+    }
+    drop(tx);
+    let end = Instant::now() + deadline;
+    let mut out: BTreeMap<String, Vec<IpAddr>> = hosts.iter().map(|h| (h.clone(), Vec::new())).collect();
+    let mut answered = BTreeSet::new();
+    while answered.len() < hosts.len() {
+        let Ok((host, result)) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) else { break };
+        match result {
             Ok(answers) => {
                 let mut ips: Vec<IpAddr> = answers.into_iter().map(|(ip, _)| ip).collect();
                 ips.sort();
                 ips.dedup();
-                ips
+                out.insert(host.clone(), ips);
             }
-            Err(e) => {
-                eprintln!("warning: {e}; its rules allow nothing");
-                Vec::new()
-            }
-        };
-        out.insert(host.clone(), ips);
+            Err(e) => eprintln!("warning: {e}; its rules allow nothing"),
+        }
+        answered.insert(host);
+    }
+    for host in hosts.iter().filter(|h| !answered.contains(*h)) {
+        eprintln!("warning: {host}: not resolved (gave up after {deadline:?}); its rules allow nothing");
     }
     out
 }
@@ -405,5 +420,22 @@ mod tests {
         assert!(left[0].1 > Duration::from_secs(110) && left[0].1 <= Duration::from_secs(120), "{left:?}");
         std::fs::write(&path, "not json").expect("write");
         assert!(load(&path).is_empty(), "a bad file is ignored");
+    }
+
+    #[test]
+    fn one_shot_lookups_run_together_and_give_up_at_the_deadline() {
+        let script = Scripted(BTreeMap::from([
+            ("a.test", (Duration::from_millis(300), "192.0.2.1")),
+            ("b.test", (Duration::from_millis(300), "192.0.2.2")),
+            ("hung.test", (Duration::from_secs(30), "192.0.2.3")),
+        ]));
+        let hosts: BTreeSet<String> = ["a.test", "b.test", "hung.test"].iter().map(|s| s.to_string()).collect();
+        let started = Instant::now();
+        let got = resolve_all(&hosts, Arc::new(script), Duration::from_millis(900));
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(2000), "waited {took:?}");
+        assert_eq!(got["a.test"], ["192.0.2.1".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(got["b.test"], ["192.0.2.2".parse::<IpAddr>().expect("ip")]);
+        assert!(got["hung.test"].is_empty());
     }
 }
