@@ -255,6 +255,11 @@ impl HostTable {
             .min()
     }
 
+    /// Is `host` wanted?
+    pub fn wants(&self, host: &str) -> bool {
+        self.hosts.contains_key(&normalize(host))
+    }
+
     /// Adds addresses remembered from before a restart, each valid for its
     /// remaining lifetime, to a wanted host, without changing when it is
     /// asked (a host never resolved stays due at once). At most

@@ -168,6 +168,8 @@ impl HostResolver {
         if &shared.wanted != hosts {
             shared.wanted = hosts.clone();
             shared.wanted_version += 1;
+            // Until the thread has asked about the new names.
+            shared.published.settled = false;
             wake.notify_all();
         }
     }
@@ -177,8 +179,16 @@ impl HostResolver {
         lock.lock().unwrap_or_else(|p| p.into_inner()).published.clone()
     }
 
-    fn run(&self, resolvers: &(dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send), mut remembered: Remembered) {
+    fn run(&self, resolvers: &(dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send), remembered: Remembered) {
         let mut table = HostTable::new(TtlPolicy::default());
+        // Remembered addresses as instants, seeded into the table when
+        // their name is first wanted (the runtime says which names it
+        // wants only after it has read its input).
+        let start = Instant::now();
+        let mut remembered: BTreeMap<String, Vec<(IpAddr, Instant)>> = remembered
+            .into_iter()
+            .map(|(host, addrs)| (host, addrs.into_iter().map(|(ip, left)| (ip, start + left)).collect()))
+            .collect();
         let (lock, wake) = &*self.shared;
         let mut seen_wanted = u64::MAX;
         let mut in_flight: BTreeSet<String> = BTreeSet::new();
@@ -196,11 +206,19 @@ impl HostResolver {
             if let Some(w) = wanted {
                 asked_once.retain(|h| w.contains(h));
                 changed |= table.set_hosts(w);
-                // Once, for the names still wanted after a restart.
-                let seeded_at = Instant::now();
-                for (host, addrs) in std::mem::take(&mut remembered) {
-                    changed |= table.seed(&host, seeded_at, &addrs);
-                }
+                let now = Instant::now();
+                remembered.retain(|host, addrs| {
+                    if !table.wants(host) {
+                        return true;
+                    }
+                    let left: Vec<(IpAddr, Duration)> = addrs
+                        .iter()
+                        .filter(|(_, until)| *until > now)
+                        .map(|(ip, until)| (*ip, *until - now))
+                        .collect();
+                    changed |= table.seed(host, now, &left);
+                    false
+                });
             }
             for a in answers {
                 in_flight.remove(&a.host);
@@ -390,6 +408,8 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
         let remembered = Remembered::from([("osm.test".to_owned(), vec![(ip, Duration::from_secs(60))])]);
         let resolver = HostResolver::spawn_with(Box::new(move || Ok(Arc::clone(&down))), remembered);
+        // As in the agent, the names come after the thread has started.
+        std::thread::sleep(Duration::from_millis(200));
         resolver.want(&BTreeSet::from(["osm.test".to_owned()]));
         let p = wait_for(&resolver, |p| p.settled);
         assert!(p.settled, "the failed lookup settles the name");
