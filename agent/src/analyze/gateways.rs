@@ -12,7 +12,7 @@
 //!   of enforcement; gateways belong in their own namespace.
 use std::collections::BTreeSet;
 
-use crate::compiler::gateways::GATEWAY_LABEL;
+use crate::compiler::gateways::{has_gateway_label, GATEWAY_LABEL};
 use crate::compiler::mode::EGRESS_LABEL;
 use crate::compiler::objects::{labels, namespace, object_ref};
 use crate::compiler::selectors::map_selects_some;
@@ -46,7 +46,7 @@ fn gateways_in_enforced_namespaces(input: &Input<'_>, out: &mut Vec<Finding>) {
             .running
             .iter()
             .find(|p| namespace(&p.metadata) == ns && p.metadata.name.as_deref() == Some(pod.as_str()));
-        let by_label = pod_obj.is_some_and(|p| labels(&p.metadata).get(GATEWAY_LABEL).is_some_and(|v| v == "true"));
+        let by_label = pod_obj.is_some_and(|p| has_gateway_label(p));
         let how = if by_label {
             format!("its label {GATEWAY_LABEL}=true")
         } else {

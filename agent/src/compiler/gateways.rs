@@ -19,6 +19,11 @@ use super::Ctx;
 /// Pod label that marks a gateway that is not an Istio one.
 pub const GATEWAY_LABEL: &str = "tollgate.dev/egress-gateway";
 
+/// Is `pod` labelled `tollgate.dev/egress-gateway: "true"`?
+pub fn has_gateway_label(pod: &Pod) -> bool {
+    labels(&pod.metadata).get(GATEWAY_LABEL).is_some_and(|v| v == "true")
+}
+
 /// The gateway pods, as `(namespace, name)`: pods (of any node, not
 /// finished) selected by an Istio `Gateway`'s `spec.selector` in any
 /// namespace, or labelled `tollgate.dev/egress-gateway: "true"`.
@@ -28,12 +33,11 @@ pub fn gateway_pods(snapshot: &Snapshot) -> BTreeSet<PodKey> {
         .iter()
         .filter(|pod| !is_finished(pod))
         .filter(|pod| {
-            let pod_labels = labels(&pod.metadata);
-            pod_labels.get(GATEWAY_LABEL).is_some_and(|v| v == "true")
+            has_gateway_label(pod)
                 || snapshot
                     .gateways
                     .iter()
-                    .any(|gw| map_selects_some(&gw.spec.selector, pod_labels))
+                    .any(|gw| map_selects_some(&gw.spec.selector, labels(&pod.metadata)))
         })
         .map(pod_key)
         .collect()
@@ -158,7 +162,7 @@ pub fn describe_gateways(snapshot: &Snapshot, gateways: &BTreeSet<PodKey>) -> Ve
     }
     for pod in pods
         .iter()
-        .filter(|p| labels(&p.metadata).get(GATEWAY_LABEL).is_some_and(|v| v == "true"))
+        .filter(|p| has_gateway_label(p))
     {
         out.push(format!("pod {} (label {GATEWAY_LABEL}=true)", pod_ref(pod).qualified()));
     }

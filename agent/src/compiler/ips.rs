@@ -19,28 +19,27 @@ pub fn host_net(ip: IpAddr) -> IpNet {
 
 /// `status.podIP` and `status.podIPs` of a pod, deduplicated, in order.
 pub(crate) fn pod_ips(ctx: &mut Ctx<'_>, pod: &Pod) -> Vec<IpAddr> {
-    let Some(status) = pod.status.as_ref() else {
-        return Vec::new();
-    };
-    let mut candidates: Vec<(String, &str)> = Vec::new();
-    if let Some(ip) = status.pod_ip.as_deref() {
-        candidates.push(("status.podIP".to_owned(), ip));
-    }
-    for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
-        candidates.push((format!("status.podIPs[{i}].ip"), ip.ip.as_str()));
-    }
-    parse_ips(ctx, &pod_ref(pod), candidates)
+    parse_ips(ctx, &pod_ref(pod), pod_ip_fields(pod))
 }
 
 /// A pod's IPs without reporting bad ones (`pod_ips` reports them once).
 pub(crate) fn quiet_pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    let Some(status) = pod.status.as_ref() else { return Vec::new() };
-    status
-        .pod_ip
-        .iter()
-        .chain(status.pod_ips.iter().flatten().map(|p| &p.ip))
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    pod_ip_fields(pod).into_iter().filter_map(|(_, text)| text.parse().ok()).collect()
+}
+
+/// The address fields of a pod's status, with their paths.
+fn pod_ip_fields(pod: &Pod) -> Vec<(String, &str)> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut fields: Vec<(String, &str)> = Vec::new();
+    if let Some(ip) = status.pod_ip.as_deref() {
+        fields.push(("status.podIP".to_owned(), ip));
+    }
+    for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
+        fields.push((format!("status.podIPs[{i}].ip"), ip.ip.as_str()));
+    }
+    fields
 }
 
 /// `spec.clusterIP` and `spec.clusterIPs` of a Service (none for headless

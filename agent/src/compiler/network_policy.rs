@@ -183,13 +183,8 @@ impl<'a> NetworkPolicies<'a> {
                     // Services too (Tollgate sees the ClusterIP, before
                     // kube-proxy translates it to a pod of the block).
                     let inside = |ip: &IpAddr| cidr.contains(ip) && !except.iter().any(|e| e.contains(ip));
-                    let pods: Vec<&'a Pod> = ctx
-                        .snapshot
-                        .pods
-                        .iter()
-                        .filter(|p| !is_finished(p) && !is_host_network(p))
-                        .filter(|p| quiet_pod_ips(p).iter().any(inside))
-                        .collect();
+                    let pods: Vec<&'a Pod> =
+                        peer_candidates(ctx).filter(|p| quiet_pod_ips(p).iter().any(inside)).collect();
                     let in_family = |pod: &Pod, v6: bool| quiet_pod_ips(pod).iter().any(|ip| ip.is_ipv6() == v6 && inside(ip));
                     push_services(
                         ctx,
@@ -241,11 +236,7 @@ impl<'a> NetworkPolicies<'a> {
         };
         let pod_selector = peer.pod_selector.clone().unwrap_or_default();
         let mut pods = Vec::new();
-        // Host-network pods share their node's address: selecting them
-        // would open the node (kubelet and all), as in Cilium and Calico
-        // they are not pod peers; an ipBlock can name a node.
-        let peers = ctx.snapshot.pods.iter().filter(|p| !is_finished(p) && !is_host_network(p));
-        for pod in peers {
+        for pod in peer_candidates(ctx) {
             if namespaces.contains(&namespace(&pod.metadata))
                 && matches(&pod_selector, labels(&pod.metadata), "podSelector")?
             {
@@ -618,6 +609,14 @@ fn push_named(
             }
         }
     }
+}
+
+/// The pods a peer can stand for: running, and not in the host network
+/// (they share their node's address: selecting them would open the node,
+/// kubelet and all; as in Cilium and Calico they are not pod peers, and an
+/// ipBlock can name a node).
+fn peer_candidates<'a>(ctx: &Ctx<'a>) -> impl Iterator<Item = &'a Pod> {
+    ctx.snapshot.pods.iter().filter(|p| !is_finished(p) && !is_host_network(p))
 }
 
 fn is_host_network(pod: &Pod) -> bool {

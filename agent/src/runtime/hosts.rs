@@ -279,26 +279,25 @@ impl HostResolver {
 
     /// One lookup on a thread of its own; its answer wakes the resolver.
     fn start_lookup(&self, lookup: Arc<dyn Lookup + Send + Sync>, host: String) {
-        let shared = Arc::clone(&self.shared);
-        let deliver = move |shared: &Arc<(Mutex<Shared>, Condvar)>, answer: Answer| {
-            let (lock, wake) = &**shared;
-            lock.lock().unwrap_or_else(|p| p.into_inner()).answers.push(answer);
-            wake.notify_all();
-        };
-        let fallback = Arc::clone(&shared);
+        let worker = self.clone();
         let name = host.clone();
         let spawned = std::thread::Builder::new().name("tollgate-lookup".into()).spawn(move || {
             let asked = Instant::now();
             let result = lookup.lookup(&host);
-            deliver(&shared, Answer { host, asked, result });
+            worker.deliver(Answer { host, asked, result });
         });
         if let Err(e) = spawned {
             warn!(host = %name, error = %e, "cannot start a lookup thread");
             let err = ResolveError::Setup(format!("resolving {name}: cannot start a lookup thread: {e}"));
-            let (lock, wake) = &*fallback;
-            lock.lock().unwrap_or_else(|p| p.into_inner()).answers.push(Answer { host: name, asked: Instant::now(), result: Err(err) });
-            wake.notify_all();
+            self.deliver(Answer { host: name, asked: Instant::now(), result: Err(err) });
         }
+    }
+
+    /// Hands an answer to the resolver thread and wakes it.
+    fn deliver(&self, answer: Answer) {
+        let (lock, wake) = &*self.shared;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).answers.push(answer);
+        wake.notify_all();
     }
 }
 
