@@ -43,27 +43,39 @@ enum Command {
     Agent {
         #[arg(long, value_enum, default_value_t = SourceKind::Kubernetes)]
         source: SourceKind,
+        /// Kubeconfig file (with --source kubernetes; default: in-cluster, else $KUBECONFIG, else ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
         /// Folder of Kubernetes YAML (with --source files).
         #[arg(long)]
         manifests: Option<PathBuf>,
-        /// Only pods of this node (default: $NODE_NAME; every pod if unset).
+        /// This node's name (default: $NODE_NAME; required with --source kubernetes; with --source files every pod counts if unset).
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
         /// cgroup v2 root (default: the cgroup2 mount).
         #[arg(long)]
         cgroup_root: Option<PathBuf>,
-        /// Pod and Service CIDRs ("inside the cluster"); repeat for each.
+        /// Pod and Service CIDRs ("inside the cluster"); repeat for each. Default: learned from the Nodes' podCIDRs and the ServiceCIDR objects.
         #[arg(long = "cluster-cidr")]
         cluster_cidrs: Vec<IpNet>,
+        /// Namespaces whose objects may widen other namespaces' egress; repeat for each.
+        #[arg(long = "trusted-namespace", default_values_t = default_trusted())]
+        trusted_namespaces: Vec<String>,
+        /// Namespace of the OSM control plane (its MeshConfig wins).
+        #[arg(long, default_value = "osm-system")]
+        osm_namespace: String,
         /// Address for /metrics, /healthz, /readyz.
         #[arg(long)]
         metrics_addr: Option<String>,
         /// Nameservers for host names in mesh objects (OSM Egress hosts).
         #[arg(long, default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
-        /// How often the source and the cgroup tree are checked, in ms.
+        /// How often the manifests folder is checked (--source files), in ms.
         #[arg(long, default_value_t = 250, hide = true)]
         poll_ms: u64,
+        /// How often the whole cgroup tree is scanned besides inotify, in ms.
+        #[arg(long, default_value_t = 5000, hide = true)]
+        rescan_ms: u64,
     },
     /// Ask the kernel program what it does with a packet from a pod.
     Verify {
@@ -138,6 +150,11 @@ enum Command {
     },
 }
 
+/// The namespaces trusted when no --trusted-namespace is given.
+fn default_trusted() -> Vec<String> {
+    ["istio-system", "kube-system", "osm-system", "tollgate-system"].map(String::from).to_vec()
+}
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -177,28 +194,57 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), CliError> {
     let state_dir = cli.state_dir.clone().unwrap_or_else(|| runtime::default_state_dir(&cli.bpffs));
     match cli.command {
-        Command::Agent { source, manifests, node_name, cgroup_root, cluster_cidrs, metrics_addr, resolv_conf, poll_ms } => {
-            if source == SourceKind::Kubernetes {
-                return Err(CliError::Environment(
-                    "--source kubernetes is not available in this build yet; use --source files --manifests DIR".into(),
-                ));
-            }
-            let manifests = manifests
-                .ok_or_else(|| CliError::Input("agent: flag --manifests: required with --source files".into()))?;
+        Command::Agent {
+            source,
+            kubeconfig,
+            manifests,
+            node_name,
+            cgroup_root,
+            cluster_cidrs,
+            trusted_namespaces,
+            osm_namespace,
+            metrics_addr,
+            resolv_conf,
+            poll_ms,
+            rescan_ms,
+        } => {
+            let source = match source {
+                SourceKind::Files => runtime::SourceConfig::Files {
+                    manifests: manifests.ok_or_else(|| {
+                        CliError::Input("agent: flag --manifests: required with --source files".into())
+                    })?,
+                    poll: Duration::from_millis(poll_ms.max(50)),
+                },
+                SourceKind::Kubernetes => {
+                    if manifests.is_some() {
+                        return Err(CliError::Input(
+                            "agent: flag --manifests: only with --source files".into(),
+                        ));
+                    }
+                    if node_name.as_deref().is_none_or(str::is_empty) {
+                        return Err(CliError::Input(
+                            "agent: flag --node-name: required with --source kubernetes (or set NODE_NAME)".into(),
+                        ));
+                    }
+                    runtime::SourceConfig::Kubernetes { kubeconfig }
+                }
+            };
             let cfg = AgentConfig {
-                manifests,
+                source,
                 node_name,
                 cgroup_root: cgroup_root.unwrap_or_else(cgroups::default_cgroup_root),
                 bpffs: cli.bpffs,
                 cluster_cidrs,
                 state_dir,
-                poll: Duration::from_millis(poll_ms.max(50)),
                 metrics_addr,
                 resolv_conf,
+                trusted_namespaces,
+                osm_namespace,
+                rescan: Duration::from_millis(rescan_ms.max(100)),
             };
             runtime::run(cfg).map_err(|e| match e {
                 runtime::RuntimeError::Datapath(d) => CliError::from(d),
-                runtime::RuntimeError::Source { .. } => CliError::Input(e.to_string()),
+                runtime::RuntimeError::Source { .. } | runtime::RuntimeError::Config(_) => CliError::Input(e.to_string()),
                 other => CliError::Environment(other.to_string()),
             })
         }

@@ -15,6 +15,7 @@
 mod layout;
 mod root;
 mod scan;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 pub use layout::{canonical_uid, is_kubepods_dir_name, parse_pod_dir_name, qos_dir_name, Qos};
 pub use root::{default_cgroup_root, is_cgroup2, CGROUP2_SUPER_MAGIC};
 pub use scan::{discover, KUBEPODS_SEARCH_DEPTH, MAX_CHILD_DEPTH};
+pub use watch::WatchError;
 
 /// Failure to discover cgroups. Only the root itself can fail discovery;
 /// anything below it that vanishes or cannot be read is skipped.

@@ -1,7 +1,9 @@
-//! The cluster objects Tollgate reads, as one in-memory snapshot that every
-//! source (files, Kubernetes API) fills the same way.
+//! The cluster objects Tollgate reads, and the store ([`Snapshot`]) that
+//! every source (files, Kubernetes API) fills the same way.
 pub mod istio;
+pub mod object;
 pub mod osm;
 pub mod snapshot;
 
-pub use snapshot::{Object, ObjectKind, ObjectRef, Snapshot};
+pub use object::{Object, ObjectKind, ObjectRef};
+pub use snapshot::{Change, Snapshot};

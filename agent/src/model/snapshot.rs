@@ -1,185 +1,25 @@
-//! The snapshot of cluster objects: what the compiler reads. Sources decode
-//! documents with [`Snapshot::add_document`] (or build typed objects and
-//! call [`Snapshot::insert`]); both are independent of where the objects
-//! come from.
+//! The store of cluster objects: what the compiler reads. Sources deliver
+//! typed apply/delete events ([`crate::source::SourceEvent`]) and the
+//! runtime applies them here with [`Snapshot::apply`] and
+//! [`Snapshot::delete`]; the compiler does not know which source they came
+//! from.
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, ServiceCIDR};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
-use tracing::debug;
 
-use super::istio::{self, ISTIO_API_VERSIONS};
-use super::osm::{self, EGRESS_API_VERSION, MESH_CONFIG_API_VERSIONS};
+use super::istio;
+use super::object::{Object, ObjectKind, ObjectRef};
+use super::osm;
 use crate::desired::{Diagnostic, Severity};
-
-/// The kinds of objects Tollgate reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ObjectKind {
-    Namespace,
-    Pod,
-    Service,
-    EndpointSlice,
-    Gateway,
-    NetworkPolicy,
-    ServiceEntry,
-    Sidecar,
-    MeshConfig,
-    Egress,
-}
-
-impl ObjectKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ObjectKind::Namespace => "Namespace",
-            ObjectKind::Pod => "Pod",
-            ObjectKind::Service => "Service",
-            ObjectKind::EndpointSlice => "EndpointSlice",
-            ObjectKind::Gateway => "Gateway",
-            ObjectKind::NetworkPolicy => "NetworkPolicy",
-            ObjectKind::ServiceEntry => "ServiceEntry",
-            ObjectKind::Sidecar => "Sidecar",
-            ObjectKind::MeshConfig => "MeshConfig",
-            ObjectKind::Egress => "Egress",
-        }
-    }
-
-    pub fn is_namespaced(self) -> bool {
-        self != ObjectKind::Namespace
-    }
-}
-
-/// Identity of an object: kind, namespace (for namespaced kinds) and name.
-/// Displays as `Pod test-egress/sleep` or `Namespace shop`, the form
-/// diagnostics use.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectRef {
-    pub kind: ObjectKind,
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl ObjectRef {
-    pub fn new(kind: ObjectKind, namespace: Option<&str>, name: &str) -> Self {
-        Self {
-            kind,
-            namespace: namespace.map(str::to_owned),
-            name: name.to_owned(),
-        }
-    }
-
-    /// The reference of an object from its kind and metadata (names may be
-    /// missing: they display as `(unnamed)`).
-    pub fn from_meta(kind: ObjectKind, meta: &ObjectMeta) -> Self {
-        Self {
-            kind,
-            namespace: if kind.is_namespaced() {
-                meta.namespace.clone()
-            } else {
-                None
-            },
-            name: meta.name.clone().unwrap_or_else(|| "(unnamed)".to_owned()),
-        }
-    }
-}
-
-impl ObjectRef {
-    /// `namespace/name` (or `name` for cluster-scoped objects).
-    pub fn qualified(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{ns}/{}", self.name),
-            None => self.name.clone(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{} {}/{}", self.kind.as_str(), ns, self.name),
-            None => write!(f, "{} {}", self.kind.as_str(), self.name),
-        }
-    }
-}
-
-/// One typed object of a kind Tollgate reads (boxed: the types are large
-/// and of very different sizes). `From` builds one from the plain type.
-#[derive(Clone, Debug)]
-pub enum Object {
-    Namespace(Box<Namespace>),
-    Pod(Box<Pod>),
-    Service(Box<Service>),
-    EndpointSlice(Box<EndpointSlice>),
-    Gateway(Box<istio::Gateway>),
-    NetworkPolicy(Box<NetworkPolicy>),
-    ServiceEntry(Box<istio::ServiceEntry>),
-    Sidecar(Box<istio::Sidecar>),
-    MeshConfig(Box<osm::MeshConfig>),
-    Egress(Box<osm::Egress>),
-}
-
-macro_rules! object_from {
-    ($($variant:ident: $ty:ty),*) => {$(
-        impl From<$ty> for Object {
-            fn from(object: $ty) -> Self {
-                Object::$variant(Box::new(object))
-            }
-        }
-    )*};
-}
-
-object_from!(
-    Namespace: Namespace,
-    Pod: Pod,
-    Service: Service,
-    EndpointSlice: EndpointSlice,
-    Gateway: istio::Gateway,
-    NetworkPolicy: NetworkPolicy,
-    ServiceEntry: istio::ServiceEntry,
-    Sidecar: istio::Sidecar,
-    MeshConfig: osm::MeshConfig,
-    Egress: osm::Egress
-);
-
-impl Object {
-    pub fn kind(&self) -> ObjectKind {
-        match self {
-            Object::Namespace(_) => ObjectKind::Namespace,
-            Object::Pod(_) => ObjectKind::Pod,
-            Object::Service(_) => ObjectKind::Service,
-            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
-            Object::Gateway(_) => ObjectKind::Gateway,
-            Object::NetworkPolicy(_) => ObjectKind::NetworkPolicy,
-            Object::ServiceEntry(_) => ObjectKind::ServiceEntry,
-            Object::Sidecar(_) => ObjectKind::Sidecar,
-            Object::MeshConfig(_) => ObjectKind::MeshConfig,
-            Object::Egress(_) => ObjectKind::Egress,
-        }
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Object::Namespace(o) => &mut o.metadata,
-            Object::Pod(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::EndpointSlice(o) => &mut o.metadata,
-            Object::Gateway(o) => &mut o.metadata,
-            Object::NetworkPolicy(o) => &mut o.metadata,
-            Object::ServiceEntry(o) => &mut o.metadata,
-            Object::Sidecar(o) => &mut o.metadata,
-            Object::MeshConfig(o) => &mut o.metadata,
-            Object::Egress(o) => &mut o.metadata,
-        }
-    }
-}
 
 /// All the cluster objects the compiler reads. Namespaced objects always
 /// carry `metadata.namespace` (defaulted to `default`, as kubectl does) and
-/// every object a name; later objects replace earlier ones of the same
-/// kind, namespace and name.
+/// every object a name; an object replaces the one of the same kind,
+/// namespace and name. The order of the vectors carries no meaning (a
+/// delete moves the last object into the hole).
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub namespaces: Vec<Namespace>,
@@ -192,10 +32,117 @@ pub struct Snapshot {
     pub sidecars: Vec<istio::Sidecar>,
     pub mesh_configs: Vec<osm::MeshConfig>,
     pub egresses: Vec<osm::Egress>,
-    /// Where each object came from (a file path for the files source).
+    pub nodes: Vec<Node>,
+    pub service_cidrs: Vec<ServiceCIDR>,
+    /// Where each object came from, when the source says (a file path for
+    /// the files source).
     pub sources: BTreeMap<ObjectRef, String>,
     /// Position of each object in its kind's vector.
     index: HashMap<ObjectRef, usize>,
+}
+
+/// What [`Snapshot::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Updated,
+    /// The same object was there already: nothing to recompile.
+    Unchanged,
+}
+
+/// Calls `$body` with `$v` bound to the vector of `$kind`.
+macro_rules! with_vec {
+    ($snap:expr, $kind:expr, $v:ident => $body:expr) => {
+        match $kind {
+            ObjectKind::Namespace => { let $v = &mut $snap.namespaces; $body }
+            ObjectKind::Pod => { let $v = &mut $snap.pods; $body }
+            ObjectKind::Service => { let $v = &mut $snap.services; $body }
+            ObjectKind::EndpointSlice => { let $v = &mut $snap.endpoint_slices; $body }
+            ObjectKind::Gateway => { let $v = &mut $snap.gateways; $body }
+            ObjectKind::NetworkPolicy => { let $v = &mut $snap.network_policies; $body }
+            ObjectKind::ServiceEntry => { let $v = &mut $snap.service_entries; $body }
+            ObjectKind::Sidecar => { let $v = &mut $snap.sidecars; $body }
+            ObjectKind::MeshConfig => { let $v = &mut $snap.mesh_configs; $body }
+            ObjectKind::Egress => { let $v = &mut $snap.egresses; $body }
+            ObjectKind::Node => { let $v = &mut $snap.nodes; $body }
+            ObjectKind::ServiceCidr => { let $v = &mut $snap.service_cidrs; $body }
+        }
+    };
+}
+
+/// A typed object that lives in one of the snapshot's vectors.
+trait Stored: Sized + PartialEq {
+    fn metadata(&self) -> &ObjectMeta;
+    /// Takes the value out of an [`Object`] of its own kind.
+    fn take(object: Object) -> Option<Self>;
+}
+
+macro_rules! stored {
+    ($($variant:ident: $ty:ty),*) => {$(
+        impl Stored for $ty {
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn take(object: Object) -> Option<Self> {
+                match object {
+                    Object::$variant(o) => Some(*o),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+stored!(
+    Namespace: Namespace,
+    Pod: Pod,
+    Service: Service,
+    EndpointSlice: EndpointSlice,
+    Gateway: istio::Gateway,
+    NetworkPolicy: NetworkPolicy,
+    ServiceEntry: istio::ServiceEntry,
+    Sidecar: istio::Sidecar,
+    MeshConfig: osm::MeshConfig,
+    Egress: osm::Egress,
+    Node: Node,
+    ServiceCidr: ServiceCIDR
+);
+
+/// The reference a stored object of `kind` is indexed under.
+fn stored_ref(kind: ObjectKind, meta: &ObjectMeta) -> ObjectRef {
+    ObjectRef {
+        kind,
+        namespace: kind.is_namespaced().then(|| meta.namespace.clone().unwrap_or_default()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+fn put<T: Stored>(items: &mut Vec<T>, existing: Option<usize>, object: Object) -> (usize, Change) {
+    let Some(object) = T::take(object) else {
+        // Unreachable: the caller dispatches on the object's own kind.
+        return (existing.unwrap_or(0), Change::Unchanged);
+    };
+    match existing.and_then(|i| items.get_mut(i).map(|slot| (i, slot))) {
+        Some((i, slot)) if *slot == object => (i, Change::Unchanged),
+        Some((i, slot)) => {
+            *slot = object;
+            (i, Change::Updated)
+        }
+        None => {
+            items.push(object);
+            (items.len() - 1, Change::Added)
+        }
+    }
+}
+
+/// Removes `items[i]` by moving the last item into its place; returns the
+/// reference of the moved item (its index changed), if any.
+fn remove<T: Stored>(items: &mut Vec<T>, i: usize, kind: ObjectKind) -> Option<ObjectRef> {
+    if i >= items.len() {
+        return None;
+    }
+    items.swap_remove(i);
+    items.get(i).map(|moved| stored_ref(kind, moved.metadata()))
 }
 
 impl Snapshot {
@@ -210,218 +157,117 @@ impl Snapshot {
 
     /// Number of objects of every kind.
     pub fn len(&self) -> usize {
-        self.namespaces.len()
-            + self.pods.len()
-            + self.services.len()
-            + self.endpoint_slices.len()
-            + self.gateways.len()
-            + self.network_policies.len()
-            + self.service_entries.len()
-            + self.sidecars.len()
-            + self.mesh_configs.len()
-            + self.egresses.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.index.is_empty()
     }
 
-    /// Decode one YAML (or JSON) document and add the object(s) it holds.
-    /// Dispatches on `apiVersion`/`kind`; `List` items are added one by one;
-    /// kinds Tollgate does not read are ignored. Problems are reported in
-    /// `diags`, naming the object and the field path.
-    pub fn add_document(
-        &mut self,
-        source: &str,
-        doc: serde_yaml::Value,
-        diags: &mut Vec<Diagnostic>,
-    ) {
-        self.add_value(source, "", doc, diags);
-    }
-
-    fn add_value(
-        &mut self,
-        source: &str,
-        prefix: &str,
-        doc: serde_yaml::Value,
-        diags: &mut Vec<Diagnostic>,
-    ) {
-        if doc.is_null() {
-            return;
-        }
-        if !doc.is_mapping() {
-            diags.push(Diagnostic {
-                severity: Severity::Error,
-                object: "document".to_owned(),
-                field: if prefix.is_empty() {
-                    "(document)".to_owned()
-                } else {
-                    trim_path(prefix)
-                },
-                message: "expected a Kubernetes object (a mapping); ignored".to_owned(),
-                source: Some(source.to_owned()),
-            });
-            return;
-        }
-        let api_version = doc
-            .get("apiVersion")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned();
-        let kind = doc
-            .get("kind")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned();
-        let decoded = match (api_version.as_str(), kind.as_str()) {
-            (_, "List") | (_, "") if doc.get("items").is_some() => {
-                self.add_list(source, prefix, doc, diags);
-                return;
-            }
-            (_, "") => {
-                diags.push(Diagnostic {
-                    severity: Severity::Warning,
-                    object: "document".to_owned(),
-                    field: format!("{prefix}kind"),
-                    message: "document has no kind; ignored".to_owned(),
-                    source: Some(source.to_owned()),
-                });
-                return;
-            }
-            ("v1", "Namespace") => {
-                decode::<Namespace>(source, prefix, ObjectKind::Namespace, doc, diags)
-                    .map(Object::from)
-            }
-            ("v1", "Pod") => {
-                decode::<Pod>(source, prefix, ObjectKind::Pod, doc, diags).map(Object::from)
-            }
-            ("v1", "Service") => {
-                decode::<Service>(source, prefix, ObjectKind::Service, doc, diags).map(Object::from)
-            }
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                decode::<EndpointSlice>(source, prefix, ObjectKind::EndpointSlice, doc, diags)
-                    .map(Object::from)
-            }
-            ("networking.k8s.io/v1", "NetworkPolicy") => {
-                decode::<NetworkPolicy>(source, prefix, ObjectKind::NetworkPolicy, doc, diags)
-                    .map(Object::from)
-            }
-            (api, "Gateway") if ISTIO_API_VERSIONS.contains(&api) => {
-                decode::<istio::Gateway>(source, prefix, ObjectKind::Gateway, doc, diags)
-                    .map(Object::from)
-            }
-            (api, "ServiceEntry") if ISTIO_API_VERSIONS.contains(&api) => {
-                decode::<istio::ServiceEntry>(source, prefix, ObjectKind::ServiceEntry, doc, diags)
-                    .map(Object::from)
-            }
-            (api, "Sidecar") if ISTIO_API_VERSIONS.contains(&api) => {
-                decode::<istio::Sidecar>(source, prefix, ObjectKind::Sidecar, doc, diags)
-                    .map(Object::from)
-            }
-            (api, "MeshConfig") if MESH_CONFIG_API_VERSIONS.contains(&api) => {
-                decode::<osm::MeshConfig>(source, prefix, ObjectKind::MeshConfig, doc, diags)
-                    .map(Object::from)
-            }
-            (EGRESS_API_VERSION, "Egress") => {
-                decode::<osm::Egress>(source, prefix, ObjectKind::Egress, doc, diags)
-                    .map(Object::from)
-            }
-            (api, kind) => {
-                if let Some((kind, read)) = unread_version(api, kind) {
-                    diags.push(Diagnostic {
-                        severity: Severity::Warning,
-                        object: meta_ref(kind, &doc).to_string(),
-                        field: format!("{prefix}apiVersion"),
-                        message: if api.is_empty() {
-                            format!("no apiVersion (Tollgate reads {} as {read}); ignored", kind.as_str())
-                        } else {
-                            format!(
-                                "Tollgate does not read {} as {api:?} (only as {read}); ignored",
-                                kind.as_str()
-                            )
-                        },
-                        source: Some(source.to_owned()),
-                    });
-                    return;
-                }
-                debug!(
-                    source,
-                    api_version = api,
-                    kind,
-                    "ignoring object of a kind tollgate does not read"
-                );
-                return;
-            }
-        };
-        if let Some(object) = decoded {
-            self.insert(object, source, diags);
+    /// Number of objects of one kind.
+    pub fn count(&self, kind: ObjectKind) -> usize {
+        match kind {
+            ObjectKind::Namespace => self.namespaces.len(),
+            ObjectKind::Pod => self.pods.len(),
+            ObjectKind::Service => self.services.len(),
+            ObjectKind::EndpointSlice => self.endpoint_slices.len(),
+            ObjectKind::Gateway => self.gateways.len(),
+            ObjectKind::NetworkPolicy => self.network_policies.len(),
+            ObjectKind::ServiceEntry => self.service_entries.len(),
+            ObjectKind::Sidecar => self.sidecars.len(),
+            ObjectKind::MeshConfig => self.mesh_configs.len(),
+            ObjectKind::Egress => self.egresses.len(),
+            ObjectKind::Node => self.nodes.len(),
+            ObjectKind::ServiceCidr => self.service_cidrs.len(),
         }
     }
 
-    fn add_list(
-        &mut self,
-        source: &str,
-        prefix: &str,
-        doc: serde_yaml::Value,
-        diags: &mut Vec<Diagnostic>,
-    ) {
-        let serde_yaml::Value::Mapping(mut map) = doc else {
-            return;
-        };
-        match map.remove("items") {
-            Some(serde_yaml::Value::Sequence(items)) => {
-                for (i, item) in items.into_iter().enumerate() {
-                    self.add_value(source, &format!("{prefix}items[{i}]."), item, diags);
-                }
-            }
-            Some(serde_yaml::Value::Null) | None => {}
-            Some(_) => diags.push(Diagnostic {
-                severity: Severity::Error,
-                object: "List".to_owned(),
-                field: format!("{prefix}items"),
-                message: "expected a sequence of objects; ignored".to_owned(),
-                source: Some(source.to_owned()),
-            }),
+    pub fn contains(&self, object: &ObjectRef) -> bool {
+        self.index.contains_key(object)
+    }
+
+    /// The metadata of a stored object.
+    pub fn meta(&self, object: &ObjectRef) -> Option<&ObjectMeta> {
+        let i = *self.index.get(object)?;
+        match object.kind {
+            ObjectKind::Namespace => self.namespaces.get(i).map(|o| &o.metadata),
+            ObjectKind::Pod => self.pods.get(i).map(|o| &o.metadata),
+            ObjectKind::Service => self.services.get(i).map(|o| &o.metadata),
+            ObjectKind::EndpointSlice => self.endpoint_slices.get(i).map(|o| &o.metadata),
+            ObjectKind::Gateway => self.gateways.get(i).map(|o| &o.metadata),
+            ObjectKind::NetworkPolicy => self.network_policies.get(i).map(|o| &o.metadata),
+            ObjectKind::ServiceEntry => self.service_entries.get(i).map(|o| &o.metadata),
+            ObjectKind::Sidecar => self.sidecars.get(i).map(|o| &o.metadata),
+            ObjectKind::MeshConfig => self.mesh_configs.get(i).map(|o| &o.metadata),
+            ObjectKind::Egress => self.egresses.get(i).map(|o| &o.metadata),
+            ObjectKind::Node => self.nodes.get(i).map(|o| &o.metadata),
+            ObjectKind::ServiceCidr => self.service_cidrs.get(i).map(|o| &o.metadata),
         }
     }
 
-    /// Add a typed object. Objects without `metadata.name` are refused with
-    /// a diagnostic; namespaced objects without a namespace land in
-    /// `default`. A second object of the same kind, namespace and name
-    /// replaces the first, with a warning naming both sources. Returns
-    /// whether the object was added.
-    pub fn insert(
-        &mut self,
-        mut object: Object,
-        source: &str,
-        diags: &mut Vec<Diagnostic>,
-    ) -> bool {
+    /// The references of every stored object.
+    pub fn refs(&self) -> impl Iterator<Item = &ObjectRef> {
+        self.index.keys()
+    }
+
+    /// Stores `object`, replacing the one with the same reference. Objects
+    /// without a name are refused (`None`); namespaced objects without a
+    /// namespace land in `default`. `source`, when given, is remembered
+    /// for diagnostics.
+    pub fn apply(&mut self, mut object: Object, source: Option<&str>) -> Option<Change> {
         let kind = object.kind();
         let meta = object.meta_mut();
         if kind.is_namespaced() && meta.namespace.as_deref().is_none_or(str::is_empty) {
             meta.namespace = Some("default".to_owned());
         }
-        let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
+        if meta.name.as_deref().is_none_or(str::is_empty) {
+            return None;
+        }
+        let key = stored_ref(kind, meta);
+        let existing = self.index.get(&key).copied();
+        let (slot, change) = with_vec!(self, kind, v => put(v, existing, object));
+        self.index.insert(key.clone(), slot);
+        match source {
+            Some(s) => {
+                self.sources.insert(key, s.to_owned());
+            }
+            None => {
+                self.sources.remove(&key);
+            }
+        }
+        Some(change)
+    }
+
+    /// Removes the object; returns whether it was there.
+    pub fn delete(&mut self, object: &ObjectRef) -> bool {
+        let Some(i) = self.index.remove(object) else {
+            return false;
+        };
+        self.sources.remove(object);
+        let moved = with_vec!(self, object.kind, v => remove(v, i, object.kind));
+        if let Some(moved) = moved {
+            self.index.insert(moved, i);
+        }
+        true
+    }
+
+    /// Adds an object read from `source` (a file), as [`Snapshot::apply`],
+    /// but reports what a folder of manifests gets wrong: an object
+    /// without a name, and a second object with the same reference (the
+    /// later one applies). Returns whether the object was added.
+    pub fn insert(&mut self, object: Object, source: &str, diags: &mut Vec<Diagnostic>) -> bool {
+        let key = object.object_ref();
+        if object.meta().name.as_deref().is_none_or(str::is_empty) {
             diags.push(Diagnostic {
                 severity: Severity::Error,
-                object: ObjectRef::from_meta(kind, meta).to_string(),
+                object: key.to_string(),
                 field: "metadata.name".to_owned(),
-                message: format!("{} has no name; ignored", kind.as_str()),
+                message: format!("{} has no name; ignored", key.kind.as_str()),
                 source: Some(source.to_owned()),
             });
             return false;
-        };
-        let key = ObjectRef {
-            kind,
-            namespace: if kind.is_namespaced() {
-                meta.namespace.clone()
-            } else {
-                None
-            },
-            name,
-        };
-        let existing = self.index.get(&key).copied();
-        if let (Some(_), Some(previous)) = (existing, self.sources.get(&key)) {
+        }
+        if let (true, Some(previous)) = (self.contains(&key), self.sources.get(&key)) {
             diags.push(Diagnostic {
                 severity: Severity::Warning,
                 object: key.to_string(),
@@ -430,338 +276,77 @@ impl Snapshot {
                 source: Some(source.to_owned()),
             });
         }
-        let slot = match object {
-            Object::Namespace(o) => put(&mut self.namespaces, existing, *o),
-            Object::Pod(o) => put(&mut self.pods, existing, *o),
-            Object::Service(o) => put(&mut self.services, existing, *o),
-            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, existing, *o),
-            Object::Gateway(o) => put(&mut self.gateways, existing, *o),
-            Object::NetworkPolicy(o) => put(&mut self.network_policies, existing, *o),
-            Object::ServiceEntry(o) => put(&mut self.service_entries, existing, *o),
-            Object::Sidecar(o) => put(&mut self.sidecars, existing, *o),
-            Object::MeshConfig(o) => put(&mut self.mesh_configs, existing, *o),
-            Object::Egress(o) => put(&mut self.egresses, existing, *o),
-        };
-        self.index.insert(key.clone(), slot);
-        self.sources.insert(key, source.to_owned());
-        true
+        self.apply(object, Some(source)).is_some()
     }
-}
 
-/// The API groups (`""` for the core group) in which Kubernetes, Istio or
-/// OSM define (or once defined) each kind Tollgate reads, and the
-/// apiVersions Tollgate reads it as.
-fn kind_groups(kind: &str) -> Option<(ObjectKind, &'static [&'static str], String)> {
-    let istio = || ISTIO_API_VERSIONS.join(", ");
-    Some(match kind {
-        "Namespace" => (ObjectKind::Namespace, &[""], "v1".to_owned()),
-        "Pod" => (ObjectKind::Pod, &[""], "v1".to_owned()),
-        "Service" => (ObjectKind::Service, &[""], "v1".to_owned()),
-        "EndpointSlice" => (ObjectKind::EndpointSlice, &["discovery.k8s.io"], "discovery.k8s.io/v1".to_owned()),
-        "NetworkPolicy" => (
-            ObjectKind::NetworkPolicy,
-            &["networking.k8s.io", "extensions"],
-            "networking.k8s.io/v1".to_owned(),
-        ),
-        "Gateway" => (ObjectKind::Gateway, &["networking.istio.io"], istio()),
-        "ServiceEntry" => (ObjectKind::ServiceEntry, &["networking.istio.io"], istio()),
-        "Sidecar" => (ObjectKind::Sidecar, &["networking.istio.io"], istio()),
-        "MeshConfig" => (
-            ObjectKind::MeshConfig,
-            &["config.openservicemesh.io"],
-            MESH_CONFIG_API_VERSIONS.join(", "),
-        ),
-        "Egress" => (ObjectKind::Egress, &["policy.openservicemesh.io"], EGRESS_API_VERSION.to_owned()),
-        _ => return None,
-    })
-}
-
-/// For a document that was not decoded: is it a kind Tollgate reads, under
-/// an apiVersion of the same API group that Tollgate does not read (or
-/// none)? Then the kind and the versions Tollgate reads. Kinds of the same
-/// name in other groups (`gateway.networking.k8s.io` `Gateway`, Knative
-/// `Service`) are other kinds and are not reported.
-fn unread_version(api_version: &str, kind: &str) -> Option<(ObjectKind, String)> {
-    let (object_kind, groups, read) = kind_groups(kind)?;
-    let group = match api_version.rsplit_once('/') {
-        Some((group, _)) => group,
-        None => "",
-    };
-    (api_version.is_empty() || groups.contains(&group)).then_some((object_kind, read))
-}
-
-/// The reference of an undecoded document, for diagnostics.
-fn meta_ref(kind: ObjectKind, doc: &serde_yaml::Value) -> ObjectRef {
-    let text = |field: &str| {
-        doc.get("metadata")
-            .and_then(|m| m.get(field))
-            .and_then(|n| n.as_str())
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
-    };
-    ObjectRef {
-        kind,
-        namespace: kind
-            .is_namespaced()
-            .then(|| text("namespace").unwrap_or_else(|| "default".to_owned())),
-        name: text("name").unwrap_or_else(|| "(unnamed)".to_owned()),
-    }
-}
-
-/// Replace the object at `existing` or append it; returns its position.
-fn put<T>(items: &mut Vec<T>, existing: Option<usize>, object: T) -> usize {
-    match existing.and_then(|i| items.get_mut(i).map(|slot| (i, slot))) {
-        Some((i, slot)) => {
-            *slot = object;
-            i
+    /// A copy of every stored object with its reference and source.
+    pub fn objects(&self) -> Vec<(ObjectRef, Object, Option<String>)> {
+        let mut out = Vec::with_capacity(self.len());
+        macro_rules! all {
+            ($($field:ident),*) => {$(
+                for o in &self.$field {
+                    let object = Object::from(o.clone());
+                    let r = object.object_ref();
+                    let source = self.sources.get(&r).cloned();
+                    out.push((r, object, source));
+                }
+            )*};
         }
-        None => {
-            items.push(object);
-            items.len() - 1
-        }
+        all!(namespaces, pods, services, endpoint_slices, gateways, network_policies, service_entries, sidecars, mesh_configs, egresses, nodes, service_cidrs);
+        out
     }
-}
 
-/// Decode `doc` as `T`, reporting a type error with the path of the field.
-fn decode<T: DeserializeOwned>(
-    source: &str,
-    prefix: &str,
-    kind: ObjectKind,
-    doc: serde_yaml::Value,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<T> {
-    let object = meta_ref(kind, &doc);
-    match serde_path_to_error::deserialize::<_, T>(doc) {
-        Ok(object) => Some(object),
-        Err(err) => {
-            let path = err.path().to_string();
-            let field = if path == "." {
-                "(document)".to_owned()
-            } else {
-                path
-            };
-            diags.push(Diagnostic {
-                severity: Severity::Error,
-                object: object.to_string(),
-                field: format!("{prefix}{field}"),
-                message: format!("{}; object ignored", err.inner()),
-                source: Some(source.to_owned()),
-            });
-            None
-        }
+    /// Decodes one YAML document into this snapshot; see
+    /// [`crate::source::files::decode::add_document`].
+    pub fn add_document(&mut self, source: &str, doc: serde_yaml::Value, diags: &mut Vec<Diagnostic>) {
+        crate::source::files::decode::add_document(self, source, doc, diags);
     }
-}
-
-fn trim_path(prefix: &str) -> String {
-    prefix.trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn add(snap: &mut Snapshot, source: &str, yaml: &str) -> Vec<Diagnostic> {
-        let mut diags = Vec::new();
-        let doc: serde_yaml::Value = serde_yaml::from_str(yaml).expect("test yaml parses");
-        snap.add_document(source, doc, &mut diags);
-        diags
+    fn pod(ns: &str, name: &str, label: &str) -> Object {
+        let mut p = Pod::default();
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.name = Some(name.into());
+        p.metadata.labels = Some([("v".to_owned(), label.to_owned())].into());
+        Object::from(p)
     }
 
     #[test]
-    fn dispatches_by_kind_and_defaults_namespace() {
-        let mut snap = Snapshot::new();
-        assert!(add(
-            &mut snap,
-            "a.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}"
-        )
-        .is_empty());
-        assert!(add(
-            &mut snap,
-            "a.yaml",
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}"
-        )
-        .is_empty());
-        assert!(add(
-            &mut snap,
-            "a.yaml",
-            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}"
-        )
-        .is_empty());
-        assert!(add(&mut snap, "a.yaml", "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: x}\naddressType: IPv4\nendpoints: []").is_empty());
-        assert!(add(&mut snap, "a.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: n, namespace: x}").is_empty());
-        for (i, api) in ISTIO_API_VERSIONS.iter().enumerate() {
-            for kind in ["Gateway", "ServiceEntry", "Sidecar"] {
-                let yaml = format!(
-                    "apiVersion: {api}\nkind: {kind}\nmetadata: {{name: g-{i}, namespace: x}}"
-                );
-                assert!(add(&mut snap, "a.yaml", &yaml).is_empty());
-            }
+    fn apply_replaces_and_reports_unchanged() {
+        let mut s = Snapshot::new();
+        assert_eq!(s.apply(pod("a", "p", "1"), None), Some(Change::Added));
+        assert_eq!(s.apply(pod("a", "p", "1"), None), Some(Change::Unchanged));
+        assert_eq!(s.apply(pod("a", "p", "2"), None), Some(Change::Updated));
+        assert_eq!(s.pods.len(), 1);
+        let mut unnamed = Pod::default();
+        unnamed.metadata.namespace = Some("a".into());
+        assert_eq!(s.apply(Object::from(unnamed), None), None);
+    }
+
+    #[test]
+    fn delete_keeps_the_index_right() {
+        let mut s = Snapshot::new();
+        for n in ["p0", "p1", "p2", "p3"] {
+            s.apply(pod("a", n, n), Some("f.yaml"));
         }
-        for (i, api) in MESH_CONFIG_API_VERSIONS.iter().enumerate() {
-            let yaml = format!("apiVersion: {api}\nkind: MeshConfig\nmetadata: {{name: m-{i}, namespace: osm-system}}");
-            assert!(add(&mut snap, "a.yaml", &yaml).is_empty());
+        assert!(s.delete(&ObjectRef::new(ObjectKind::Pod, Some("a"), "p1")));
+        assert!(!s.delete(&ObjectRef::new(ObjectKind::Pod, Some("a"), "p1")));
+        assert_eq!(s.pods.len(), 3);
+        assert_eq!(s.len(), 3);
+        // Every remaining pod is found at its index, and updates land on it.
+        for n in ["p0", "p2", "p3"] {
+            assert_eq!(s.apply(pod("a", n, "x"), None), Some(Change::Updated), "{n}");
         }
-        let egress = format!("apiVersion: {EGRESS_API_VERSION}\nkind: Egress\nmetadata: {{name: e, namespace: x}}");
-        assert!(add(&mut snap, "a.yaml", &egress).is_empty());
-        let unread = add(&mut snap, "a.yaml", "apiVersion: policy.openservicemesh.io/v9\nkind: Egress\nmetadata: {name: e2}");
-        assert_eq!(unread.len(), 1, "{unread:?}");
-        assert_eq!((unread[0].object.as_str(), unread[0].field.as_str()), ("Egress default/e2", "apiVersion"));
-        assert_eq!(unread[0].severity, Severity::Warning);
-        assert!(add(
-            &mut snap,
-            "a.yaml",
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}"
-        )
-        .is_empty());
-        assert_eq!(snap.namespaces.len(), 1);
-        assert_eq!(snap.pods.len(), 1);
-        assert_eq!(snap.pods[0].metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(snap.services.len(), 1);
-        assert_eq!(snap.endpoint_slices.len(), 1);
-        assert_eq!(snap.network_policies.len(), 1);
-        assert_eq!(snap.gateways.len(), 3);
-        assert_eq!(snap.service_entries.len(), 3);
-        assert_eq!(snap.sidecars.len(), 3);
-        assert_eq!(snap.mesh_configs.len(), 3);
-        assert_eq!(snap.egresses.len(), 1, "unknown Egress version ignored");
-        assert_eq!(snap.len(), 18);
-    }
-
-    #[test]
-    fn list_items_are_added_and_errors_name_the_item() {
-        let mut snap = Snapshot::new();
-        let diags = add(
-            &mut snap,
-            "l.yaml",
-            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a, namespace: n}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: b, namespace: n}\n  spec: {containers: [{name: 7}]}\n",
-        );
-        assert_eq!(snap.pods.len(), 1);
-        assert_eq!(diags.len(), 1);
-        assert_eq!(diags[0].object, "Pod n/b");
-        assert_eq!(diags[0].field, "items[1].spec.containers[0].name");
-        assert_eq!(diags[0].severity, Severity::Error);
-    }
-
-    #[test]
-    fn type_error_names_the_field_path() {
-        let mut snap = Snapshot::new();
-        let diags = add(
-            &mut snap,
-            "p.yaml",
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleep\n  namespace: test-egress\n  labels: {app: [x]}\n",
-        );
-        assert!(snap.pods.is_empty());
-        assert_eq!(diags.len(), 1);
-        assert_eq!(diags[0].object, "Pod test-egress/sleep");
-        assert_eq!(diags[0].field, "metadata.labels.app");
-        assert_eq!(diags[0].source.as_deref(), Some("p.yaml"));
-    }
-
-    #[test]
-    fn missing_name_is_reported() {
-        let mut snap = Snapshot::new();
-        let diags = add(
-            &mut snap,
-            "p.yaml",
-            "apiVersion: v1\nkind: Pod\nmetadata: {namespace: x}",
-        );
-        assert!(snap.pods.is_empty());
-        assert_eq!(diags.len(), 1);
-        assert_eq!(diags[0].field, "metadata.name");
-        assert_eq!(diags[0].object, "Pod x/(unnamed)");
-    }
-
-    #[test]
-    fn duplicate_later_wins_with_warning_naming_both_sources() {
-        let mut snap = Snapshot::new();
-        assert!(add(
-            &mut snap,
-            "one.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {a: '1'}}"
-        )
-        .is_empty());
-        let diags = add(
-            &mut snap,
-            "two.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {a: '2'}}",
-        );
-        assert_eq!(snap.namespaces.len(), 1);
-        let labels = snap.namespaces[0]
-            .metadata
-            .labels
-            .clone()
-            .unwrap_or_default();
-        assert_eq!(labels.get("a").map(String::as_str), Some("2"));
-        assert_eq!(diags.len(), 1);
-        assert_eq!(diags[0].severity, Severity::Warning);
-        assert!(diags[0].message.contains("one.yaml") && diags[0].message.contains("two.yaml"));
-        let key = ObjectRef::new(ObjectKind::Namespace, None, "shop");
-        assert_eq!(snap.source_of(&key), Some("two.yaml"));
-    }
-
-    #[test]
-    fn known_kinds_under_unread_api_versions_warn() {
-        let mut snap = Snapshot::new();
-        let cases = [
-            ("apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: shop}", "NetworkPolicy shop/np"),
-            ("apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata: {name: old}", "NetworkPolicy default/old"),
-            ("apiVersion: policy.openservicemesh.io/v1alpha2\nkind: Egress\nmetadata: {name: e, namespace: curl}", "Egress curl/e"),
-            ("apiVersion: config.openservicemesh.io/v1\nkind: MeshConfig\nmetadata: {name: osm-mesh-config, namespace: osm-system}", "MeshConfig osm-system/osm-mesh-config"),
-            ("apiVersion: networking.istio.io/v2\nkind: ServiceEntry\nmetadata: {name: se}", "ServiceEntry default/se"),
-            ("apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: s, namespace: x}", "EndpointSlice x/s"),
-            ("apiVersion: v2\nkind: Namespace\nmetadata: {name: shop}", "Namespace shop"),
-            ("kind: Pod\nmetadata: {name: p, namespace: x}", "Pod x/p"),
-            ("apiVersion: 1\nkind: Sidecar\nmetadata: {name: [x]}", "Sidecar default/(unnamed)"),
-        ];
-        for (yaml, object) in cases {
-            let diags = add(&mut snap, "v.yaml", yaml);
-            assert_eq!(diags.len(), 1, "{yaml}: {diags:?}");
-            assert_eq!(diags[0].severity, Severity::Warning);
-            assert_eq!(diags[0].object, object);
-            assert_eq!(diags[0].field, "apiVersion");
-            assert_eq!(diags[0].source.as_deref(), Some("v.yaml"));
-        }
-        let listed = add(&mut snap, "l.yaml", "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: networking.k8s.io/v1beta1, kind: NetworkPolicy, metadata: {name: a}}\n");
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].field, "items[0].apiVersion");
-        assert!(snap.is_empty());
-        // Same kind names in other API groups are other kinds: not ours.
-        for yaml in [
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}",
-            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}",
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}",
-        ] {
-            assert!(add(&mut snap, "o.yaml", yaml).is_empty(), "{yaml}");
-        }
-        assert!(snap.is_empty());
-    }
-
-    #[test]
-    fn documents_that_are_not_objects_are_reported() {
-        let mut snap = Snapshot::new();
-        for yaml in ["42", "just text", "[1, 2]", "- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}"] {
-            let diags = add(&mut snap, "x.yaml", yaml);
-            assert_eq!(diags.len(), 1, "{yaml}: {diags:?}");
-            assert_eq!(diags[0].severity, Severity::Error);
-            assert_eq!((diags[0].object.as_str(), diags[0].field.as_str()), ("document", "(document)"));
-        }
-        assert!(add(&mut snap, "x.yaml", "~").is_empty(), "an empty document is fine");
-        let bad_list = add(&mut snap, "x.yaml", "apiVersion: v1\nkind: List\nitems: {a: 1}");
-        assert_eq!((bad_list[0].object.as_str(), bad_list[0].field.as_str()), ("List", "items"));
-        let scalar_item = add(&mut snap, "x.yaml", "apiVersion: v1\nkind: List\nitems: [7]");
-        assert_eq!(scalar_item[0].field, "items[0]");
-        let no_kind = add(&mut snap, "x.yaml", "apiVersion: v1\nmetadata: {name: a}");
-        assert_eq!((no_kind[0].field.as_str(), no_kind[0].severity), ("kind", Severity::Warning));
-        assert!(snap.is_empty());
-    }
-
-    #[test]
-    fn document_without_kind_warns() {
-        let mut snap = Snapshot::new();
-        let diags = add(&mut snap, "x.yaml", "metadata: {name: a}");
-        assert_eq!(diags.len(), 1);
-        assert_eq!(diags[0].field, "kind");
-        assert!(snap.is_empty());
+        assert_eq!(s.pods.len(), 3);
+        let labels: Vec<_> = s.pods.iter().map(|p| p.metadata.labels.clone().unwrap_or_default()["v"].clone()).collect();
+        assert_eq!(labels, ["x", "x", "x"]);
+        assert!(s.delete(&ObjectRef::new(ObjectKind::Pod, Some("a"), "p3")));
+        assert!(s.delete(&ObjectRef::new(ObjectKind::Pod, Some("a"), "p0")));
+        assert!(s.delete(&ObjectRef::new(ObjectKind::Pod, Some("a"), "p2")));
+        assert!(s.is_empty() && s.pods.is_empty() && s.sources.is_empty());
     }
 }

@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::{time::now_rfc3339, AgentConfig};
+use super::{cluster_cidrs::CidrOrigin, latency::LatencySummary, time::now_rfc3339, AgentConfig, SourceConfig};
 use crate::{
     datapath::reconcile::ApplyReport,
     desired::{Diagnostic, Mode},
@@ -32,6 +32,26 @@ pub struct WorkloadStatus {
     pub cgroups: usize,
     #[serde(flatten)]
     pub sources: PolicySources,
+}
+
+/// The source's state for one kind of object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindSync {
+    /// The initial list is done.
+    pub synced: bool,
+    /// The cluster serves the kind (false: an Istio or OSM CRD that is
+    /// not installed; picked up when it appears).
+    #[serde(default = "yes")]
+    pub served: bool,
+    /// Watch errors since the agent started.
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +87,21 @@ pub struct StatusFile {
     /// The OSM MeshConfig in force, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub osm: Option<OsmExplain>,
+    /// Where `cluster_cidrs` came from.
+    #[serde(default)]
+    pub cluster_cidrs_from: CidrOrigin,
+    /// The source's state per kind of object.
+    #[serde(default)]
+    pub sync: BTreeMap<String, KindSync>,
+    /// Time from a change reaching the agent to its map writes.
+    #[serde(default)]
+    pub event_to_map: LatencySummary,
+    /// How long the last apply (map writes) took.
+    #[serde(default)]
+    pub last_apply_ms: f64,
+    /// The last failed apply, until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,8 +120,12 @@ impl StatusFile {
             pid: std::process::id(),
             updated_at: now_rfc3339(),
             started_at: now_rfc3339(),
-            source: "files".into(),
-            manifests: cfg.manifests.display().to_string(),
+            source: cfg.source.name().into(),
+            manifests: match &cfg.source {
+                SourceConfig::Files { manifests, .. } => manifests.display().to_string(),
+                SourceConfig::Kubernetes { kubeconfig: Some(path) } => path.display().to_string(),
+                SourceConfig::Kubernetes { kubeconfig: None } => "(in-cluster or default kubeconfig)".into(),
+            },
             node: cfg.node_name.clone(),
             bpffs: cfg.bpffs.display().to_string(),
             cgroup_root: cfg.cgroup_root.display().to_string(),
@@ -101,6 +140,11 @@ impl StatusFile {
             external_hosts: BTreeMap::new(),
             hosts: Vec::new(),
             osm: None,
+            cluster_cidrs_from: if cfg.cluster_cidrs.is_empty() { CidrOrigin::None } else { CidrOrigin::Flag },
+            sync: BTreeMap::new(),
+            event_to_map: LatencySummary::default(),
+            last_apply_ms: 0.0,
+            last_error: None,
         }
     }
 

@@ -6,6 +6,9 @@
 //! starting with `.`) are skipped, which keeps the `..data` links of a
 //! mounted ConfigMap from loading every file twice; symbolic links to files
 //! are followed, links to folders are not (no cycles).
+pub mod decode;
+pub mod watch;
+
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
@@ -56,7 +59,7 @@ pub fn load_dir(dir: &Path) -> Result<(Snapshot, Vec<Diagnostic>), SourceError> 
             Ok(docs) => {
                 debug!(file = %name, documents = docs.len(), "loaded manifest file");
                 for doc in docs {
-                    snapshot.add_document(&name, doc, &mut diags);
+                    decode::add_document(&mut snapshot, &name, doc, &mut diags);
                 }
             }
             Err((index, err)) => diags.push(file_diag(

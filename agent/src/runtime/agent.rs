@@ -1,0 +1,437 @@
+//! The agent's event loop.
+//!
+//! One task owns the store, the compiled state, the cgroup index and the
+//! maps; everything else talks to it through channels:
+//! - source events (objects applied or deleted, diagnostics, sync state);
+//! - cgroup signals (inotify saw the kubepods tree change);
+//! - a 100 ms tick (resolver answers, the first-apply wait for host names);
+//! - a slower rescan of the whole cgroup tree (what inotify may miss).
+//!
+//! Events are coalesced: whatever is already queued is taken before the
+//! work they cause is done, so a burst costs one compile and one apply.
+//! Objects changing cost a compile; a cgroup change only an apply.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::cluster_cidrs::{cluster_cidrs, CidrOrigin};
+use super::hosts;
+use super::latency::LatencyStats;
+use super::state::{self, KindSync, StatusFile, WorkloadStatus};
+use super::{AgentConfig, RuntimeError, SourceConfig};
+use crate::cgroups::{self, CgroupIndex};
+use crate::compiler::{self, CompilerConfig};
+use crate::datapath::{self, bpffs::PinDir, load::AgentDatapath, load::AttachOutcome};
+use crate::desired::{DesiredState, Diagnostic, Severity};
+use crate::model::{Change, ObjectKind, Snapshot};
+use crate::source::{self, ObjectChange, SourceEvent};
+
+/// How long the first apply waits for every host name to be answered (or
+/// to fail), so that a starting agent does not begin by dropping what mesh
+/// policy allows: longer when it takes over a running datapath, whose
+/// maps allow the previous answers, than on a first start.
+const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(3);
+const TAKEOVER_RESOLVE_WAIT: Duration = Duration::from_secs(12);
+/// The loop's heartbeat: resolver answers and waits are looked at this often.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs the loop until killed.
+pub async fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
+    if !cfg.cgroup_root.is_dir() {
+        return Err(RuntimeError::Cgroups { path: cfg.cgroup_root.clone(), message: "not a directory".into() });
+    }
+    if !cfg.resolv_conf.exists() {
+        warn!(path = %cfg.resolv_conf.display(), "no such --resolv-conf; host names go to 127.0.0.1:53, as glibc would");
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<SourceEvent>();
+    // The source starts first: a first start on an unreadable folder or
+    // an unreachable configuration must not attach programs.
+    let events = start_source(&cfg, tx).await?;
+    let (cg_tx, mut cg_rx) = mpsc::unbounded_channel::<Instant>();
+    if let Err(e) = cgroups::watch::spawn(cfg.cgroup_root.clone(), move |at| {
+        let _ = cg_tx.send(at);
+    }) {
+        warn!(error = %e, "no inotify on the cgroup tree; new pods are found by the periodic scan only");
+    }
+    let mut agent = Agent::new(cfg, events)?;
+    let mut rescan = tokio::time::interval(agent.cfg.rescan);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut source_open = true;
+    loop {
+        tokio::select! {
+            ev = rx.recv(), if source_open => match ev {
+                Some(ev) => agent.on_source(ev),
+                None => {
+                    error!("the source stopped; the datapath keeps the last state");
+                    source_open = false;
+                }
+            },
+            Some(at) = cg_rx.recv() => agent.on_cgroups(at),
+            _ = rescan.tick() => agent.on_rescan(),
+            _ = tick.tick() => agent.on_tick(),
+        }
+        // Take whatever else is queued before doing the work.
+        while let Ok(ev) = rx.try_recv() {
+            agent.on_source(ev);
+        }
+        while let Ok(at) = cg_rx.try_recv() {
+            agent.on_cgroups(at);
+        }
+        tokio::task::block_in_place(|| agent.step())?;
+    }
+}
+
+/// Starts the configured source; its events arrive on `tx`.
+async fn start_source(cfg: &AgentConfig, tx: source::SourceSender) -> Result<Option<source::kubernetes::Recorder>, RuntimeError> {
+    match &cfg.source {
+        SourceConfig::Files { manifests, poll } => {
+            let state = source::files::watch::initial(manifests, &tx)
+                .map_err(|e| RuntimeError::Source { path: manifests.clone(), message: e.to_string() })?;
+            tokio::spawn(source::files::watch::run(state, *poll, tx));
+            Ok(None)
+        }
+        SourceConfig::Kubernetes { kubeconfig } => {
+            let node = cfg.node_name.clone().ok_or_else(|| {
+                RuntimeError::Config("--node-name (or NODE_NAME) is required with --source kubernetes".into())
+            })?;
+            let opts = source::kubernetes::Options { kubeconfig: kubeconfig.clone(), node_name: node };
+            let recorder = source::kubernetes::start(opts, tx).await.map_err(|e| RuntimeError::Kubernetes(e.to_string()))?;
+            Ok(Some(recorder))
+        }
+    }
+}
+
+/// Everything the loop owns.
+struct Agent {
+    cfg: AgentConfig,
+    store: Snapshot,
+    /// Diagnostics of the source, per scope (a file, one object).
+    source_diags: BTreeMap<String, Vec<Diagnostic>>,
+    synced: BTreeSet<ObjectKind>,
+    sync: BTreeMap<ObjectKind, KindSync>,
+    desired: Option<DesiredState>,
+    cidr_origin: CidrOrigin,
+    /// Objects changed since the last compile.
+    dirty_compile: bool,
+    /// The desired state or the cgroups changed since the last apply.
+    dirty_apply: bool,
+    /// Changes waiting for their map writes: what kind, and since when.
+    waiting: Vec<(&'static str, Instant)>,
+    cgroups: CgroupIndex,
+    datapath: Option<AgentDatapath>,
+    takeover: bool,
+    resolver: hosts::HostResolver,
+    hosts_version: u64,
+    /// Until when the first apply waits for host names.
+    hosts_deadline: Option<Instant>,
+    status: StatusFile,
+    latency: LatencyStats,
+    generation: Arc<AtomicU64>,
+    events: Option<source::kubernetes::Recorder>,
+    /// Error diagnostics already sent as Kubernetes Events.
+    reported: BTreeSet<(String, String, String)>,
+}
+
+impl Agent {
+    fn new(cfg: AgentConfig, events: Option<source::kubernetes::Recorder>) -> Result<Self, RuntimeError> {
+        // Taking over a running datapath: its maps allow the previous
+        // agent's answers, which stay allowed for the time they have left.
+        let takeover = PinDir::new(&cfg.bpffs).require_pinned().is_ok();
+        let hosts_path = cfg.state_dir.join(state::HOSTS_FILE);
+        let remembered = if takeover { hosts::load(&hosts_path) } else { hosts::Remembered::new() };
+        let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone(), remembered);
+        let generation = Arc::new(AtomicU64::new(0));
+        if let Some(addr) = &cfg.metrics_addr {
+            super::http::spawn(addr, cfg.bpffs.clone(), generation.clone())
+                .map_err(|source| RuntimeError::Metrics { addr: addr.clone(), source })?;
+        }
+        let cgroups = match cgroups::discover(&cfg.cgroup_root) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(error = %e, "cgroup discovery failed; starting with no pods found");
+                CgroupIndex::default()
+            }
+        };
+        let status = StatusFile::new(&cfg, false);
+        Ok(Self {
+            cfg,
+            store: Snapshot::new(),
+            source_diags: BTreeMap::new(),
+            synced: BTreeSet::new(),
+            sync: BTreeMap::new(),
+            desired: None,
+            cidr_origin: CidrOrigin::None,
+            dirty_compile: true,
+            dirty_apply: true,
+            waiting: Vec::new(),
+            cgroups,
+            datapath: None,
+            takeover,
+            resolver,
+            hosts_version: 0,
+            hosts_deadline: None,
+            status,
+            latency: LatencyStats::default(),
+            generation,
+            events,
+            reported: BTreeSet::new(),
+        })
+    }
+
+    fn on_source(&mut self, ev: SourceEvent) {
+        match ev {
+            SourceEvent::Changes { changes, received } => {
+                for change in changes {
+                    let kind = change.kind();
+                    let changed = match change {
+                        ObjectChange::Apply { object, source } => {
+                            matches!(self.store.apply(object, source.as_deref()), Some(Change::Added | Change::Updated))
+                        }
+                        ObjectChange::Delete(r) => self.store.delete(&r),
+                    };
+                    if changed {
+                        self.dirty_compile = true;
+                        self.waiting.push((kind.as_str(), received));
+                    }
+                }
+            }
+            SourceEvent::Diagnostics { scope, diags } => {
+                let before = self.source_diags.get(&scope).cloned().unwrap_or_default();
+                if before != diags {
+                    if diags.is_empty() {
+                        self.source_diags.remove(&scope);
+                    } else {
+                        self.source_diags.insert(scope, diags);
+                    }
+                    self.dirty_compile = true;
+                }
+            }
+            SourceEvent::Synced { kind } => {
+                if self.synced.insert(kind) {
+                    debug!(kind = kind.as_str(), "initial list done");
+                }
+                self.sync.entry(kind).or_default().synced = true;
+            }
+            SourceEvent::WatchError { kind, message } => {
+                warn!(kind = kind.as_str(), error = %message, "watch failed; retrying with backoff (the datapath keeps the last state)");
+                let s = self.sync.entry(kind).or_default();
+                s.errors += 1;
+                s.last_error = Some(message);
+            }
+            SourceEvent::Served { kind, served } => {
+                self.sync.entry(kind).or_default().served = served;
+            }
+        }
+    }
+
+    fn on_cgroups(&mut self, at: Instant) {
+        self.rescan(Some(at));
+    }
+
+    fn on_rescan(&mut self) {
+        self.rescan(None);
+    }
+
+    /// Reads the cgroup tree; `at` is when inotify saw the change.
+    fn rescan(&mut self, at: Option<Instant>) {
+        match cgroups::discover(&self.cfg.cgroup_root) {
+            Ok(found) if found != self.cgroups => {
+                self.cgroups = found;
+                self.dirty_apply = true;
+                self.waiting.push(("cgroup", at.unwrap_or_else(Instant::now)));
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cgroup discovery failed; keeping the last state"),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(desired) = &self.desired else { return };
+        // Host answers: follow them as they change (TTL expiry, new
+        // addresses); names no longer used are dropped by the resolver.
+        self.resolver.want(&desired.hosts);
+        let published = self.resolver.published();
+        if published.version != self.hosts_version {
+            self.hosts_version = published.version;
+            self.dirty_compile = true;
+            self.waiting.push(("dns", Instant::now()));
+            info!(hosts = published.addresses.len(), "host addresses changed");
+            let path = self.cfg.state_dir.join(state::HOSTS_FILE);
+            if let Err(e) = hosts::save(&path, &published) {
+                warn!(path = %path.display(), error = %e, "cannot save the host addresses for the next agent");
+            }
+        }
+    }
+
+    fn all_synced(&self) -> bool {
+        ObjectKind::ALL.iter().all(|k| self.synced.contains(k))
+    }
+
+    /// Compiles and applies what is due.
+    fn step(&mut self) -> Result<(), RuntimeError> {
+        if !self.all_synced() {
+            return Ok(());
+        }
+        if self.dirty_compile {
+            self.compile();
+            self.dirty_compile = false;
+            self.dirty_apply = true;
+        }
+        if self.datapath.is_none() && !self.first_apply_may_start() {
+            return Ok(());
+        }
+        if self.dirty_apply {
+            self.apply()?;
+        }
+        Ok(())
+    }
+
+    /// Before the first apply, wait (boundedly) until every host name has
+    /// been answered, so a starting agent does not drop what mesh policy
+    /// allows.
+    fn first_apply_may_start(&mut self) -> bool {
+        let Some(desired) = &self.desired else { return false };
+        if desired.hosts.is_empty() {
+            return true;
+        }
+        self.resolver.want(&desired.hosts);
+        let deadline = *self.hosts_deadline.get_or_insert_with(|| {
+            Instant::now() + if self.takeover { TAKEOVER_RESOLVE_WAIT } else { FIRST_RESOLVE_WAIT }
+        });
+        let published = self.resolver.published();
+        if published.settled || Instant::now() >= deadline {
+            if published.version != self.hosts_version {
+                self.hosts_version = published.version;
+                self.compile();
+            }
+            return true;
+        }
+        false
+    }
+
+    fn compile(&mut self) {
+        let (nets, origin) = cluster_cidrs(&self.cfg.cluster_cidrs, &self.store);
+        if origin != self.cidr_origin {
+            info!(cidrs = ?nets.iter().map(|n| n.to_string()).collect::<Vec<_>>(), from = ?origin, "cluster ranges");
+            self.cidr_origin = origin;
+        }
+        let config = CompilerConfig {
+            node_name: self.cfg.node_name.clone(),
+            cluster_cidrs: nets,
+            resolved_hosts: self.resolver.published().addresses,
+        };
+        let started = Instant::now();
+        let mut desired = compiler::compile(&self.store, &config);
+        let mut diags: Vec<Diagnostic> = self.source_diags.values().flatten().cloned().collect();
+        diags.append(&mut desired.diagnostics);
+        diags.sort();
+        diags.dedup();
+        desired.diagnostics = diags;
+        let old: BTreeSet<&Diagnostic> = self.desired.iter().flat_map(|d| d.diagnostics.iter()).collect();
+        for d in desired.diagnostics.iter().filter(|d| !old.contains(d)) {
+            match d.severity {
+                Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
+                Severity::Error => error!(object = %d.object, field = %d.field, "{}", d.message),
+            }
+        }
+        self.report_rejections(&desired.diagnostics);
+        // Risky set-ups, for `tollgate analyze` (live).
+        let report = crate::analyze::analyze(&self.store, &desired, &config);
+        let path = self.cfg.state_dir.join(state::ANALYSIS_FILE);
+        if let Err(e) = state::write_json(&path, &report, true) {
+            warn!(error = %e, path = %path.display(), "cannot write the analysis");
+        }
+        debug!(ms = started.elapsed().as_secs_f64() * 1000.0, objects = self.store.len(), "compiled");
+        self.desired = Some(desired);
+    }
+
+    /// Sends a Kubernetes Event for each new error that names an object
+    /// of the store (the recorder rate-limits per object).
+    fn report_rejections(&mut self, diags: &[Diagnostic]) {
+        let Some(events) = &self.events else { return };
+        let current: BTreeSet<(String, String, String)> = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| (d.object.clone(), d.field.clone(), d.message.clone()))
+            .collect();
+        for (object, field, message) in current.difference(&self.reported) {
+            let Some(r) = crate::model::ObjectRef::parse(object) else { continue };
+            let Some(meta) = self.store.meta(&r) else { continue };
+            events.rejected(&r, meta, field, message);
+        }
+        self.reported = current;
+    }
+
+    fn apply(&mut self) -> Result<(), RuntimeError> {
+        let Some(desired) = &self.desired else { return Ok(()) };
+        if self.datapath.is_none() {
+            let dp = datapath::load::start_agent_datapath(PinDir::new(&self.cfg.bpffs), &self.cfg.cgroup_root)?;
+            self.status.adopted = dp.outcome == AttachOutcome::Adopted;
+            self.datapath = Some(dp);
+        }
+        let Some(dp) = self.datapath.as_mut() else { return Ok(()) };
+        let started = Instant::now();
+        let (report, registered) = match datapath::reconcile::apply(&mut dp.maps, desired, &self.cgroups) {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(error = %e, "applying to the datapath failed; retrying");
+                self.status.last_error = Some(e.to_string());
+                return Ok(());
+            }
+        };
+        let done = Instant::now();
+        for (_, at) in self.waiting.drain(..) {
+            self.latency.observe(done.saturating_duration_since(at));
+        }
+        self.dirty_apply = false;
+        let workloads = desired
+            .workloads
+            .iter()
+            .map(|(uid, w)| {
+                let why = desired.explain.workloads.get(&format!("{}/{}", w.namespace, w.name));
+                WorkloadStatus {
+                    namespace: w.namespace.clone(),
+                    pod: w.name.clone(),
+                    uid: uid.clone(),
+                    mode: w.mode,
+                    gateway: w.flags & agent_common::FLAG_GATEWAY != 0,
+                    sidecar_redirect: w.flags & agent_common::FLAG_SIDECAR_REDIRECT != 0,
+                    policy: w.policy,
+                    workload_id: registered.get(uid).map(|r| r.id).unwrap_or(0),
+                    cgroups: registered.get(uid).map(|r| r.cgroups).unwrap_or(0),
+                    sources: why.map(|w| w.sources.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let rule_entries = desired.policies.values().map(Vec::len).sum();
+        let status = &mut self.status;
+        status.update(workloads, &desired.diagnostics, report, super::pod_ips(&self.store), rule_entries);
+        let explain = &desired.explain;
+        status.gateways = explain.gateways.clone();
+        status.external_hosts = explain.external_hosts.clone();
+        status.osm = explain.osm.clone();
+        status.hosts = self.resolver.published().status;
+        status.cluster_cidrs = cluster_cidrs(&self.cfg.cluster_cidrs, &self.store).0.iter().map(|c| c.to_string()).collect();
+        status.cluster_cidrs_from = self.cidr_origin.clone();
+        status.sync = self.sync.iter().map(|(k, s)| (k.as_str().to_owned(), s.clone())).collect();
+        status.event_to_map = self.latency.summary();
+        status.last_apply_ms = done.duration_since(started).as_secs_f64() * 1000.0;
+        status.last_error = None;
+        // The explanations first: a reader that sees the new status
+        // generation finds the matching provenance.
+        let explain_path = self.cfg.state_dir.join(state::EXPLAIN_FILE);
+        state::write_json(&explain_path, explain, false)
+            .map_err(|source| RuntimeError::Status { path: explain_path.clone(), source })?;
+        let status_path = self.cfg.state_dir.join(state::STATUS_FILE);
+        status.write(&status_path).map_err(|source| RuntimeError::Status { path: status_path.clone(), source })?;
+        self.generation.store(status.generation, Ordering::Relaxed);
+        debug!(generation = status.generation, "datapath in sync");
+        Ok(())
+    }
+}
