@@ -55,6 +55,22 @@ enum Cmd {
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Create a cgroup, join it and a netns, and send UDP as fast as possible (one JSON line).
+    Burst {
+        #[arg(long)]
+        cgroup: PathBuf,
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 20000)]
+        count: u64,
+    },
+    /// Count UDP datagrams: one line per datagram after `ready`.
+    UdpSink {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
     /// Build the topology, run the agent, print the connectivity matrix.
     Demo {
         #[arg(long, env = "TOLLGATE_BIN")]
@@ -131,6 +147,8 @@ fn real_main() -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Cmd::Burst { cgroup, netns, to, count } => tollgate_e2e::burst::burst(&cgroup, &netns, to, count),
+        Cmd::UdpSink { listen } => tollgate_e2e::burst::udp_sink(&listen),
         Cmd::ExecIn { netns, cgroup, command } => procs::exec_in(netns.as_deref(), cgroup.as_deref(), &command),
         Cmd::Demo { tollgate, manifests, keep } => demo::run(tollgate, manifests, keep),
     }
