@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cgroups;
 pub mod checks;
+pub mod deploy;
 pub mod dns;
 pub mod manifests;
 pub mod pods;
