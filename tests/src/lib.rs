@@ -6,6 +6,7 @@ pub mod agent;
 pub mod burst;
 pub mod cgroups;
 pub mod checks;
+pub mod deploy;
 pub mod dns;
 pub mod manifests;
 pub mod pods;

@@ -6,6 +6,8 @@
 mod bench;
 mod build;
 mod demo;
+mod helm;
+mod image;
 mod setup;
 mod test;
 
@@ -52,6 +54,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build, then write the tollgate-agent OCI image archive (target/tollgate-agent.oci.tar).
+    Image,
+    /// Build the pinned Helm (target/tools/bin/helm) when missing; with arguments after `--`, run it.
+    Helm {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +72,8 @@ fn main() -> ExitCode {
         Cmd::Test => test::run(&ws),
         Cmd::Demo { keep } => demo::run(&ws, keep),
         Cmd::Bench { quick, args } => bench::run(&ws, quick, &args),
+        Cmd::Image => image::run(&ws),
+        Cmd::Helm { args } => helm::run(&ws, &args),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

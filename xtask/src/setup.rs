@@ -29,6 +29,11 @@ pub const PACKAGES: &[&str] = &[
 /// kernel crate. Installed for `cargo xtask test` only.
 pub const LINT_PACKAGES: &[&str] = &["rust-web-clippy"];
 
+/// For the deployment tests (`cargo xtask test` only): `promtool` (Debian
+/// package prometheus) checks and unit-tests the alert rules; skopeo reads
+/// the image archive back.
+pub const DEPLOY_TEST_PACKAGES: &[&str] = &["prometheus", "skopeo"];
+
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -48,6 +53,7 @@ impl Need {
         let mut p = PACKAGES.to_vec();
         if self == Need::Test {
             p.extend_from_slice(LINT_PACKAGES);
+            p.extend_from_slice(DEPLOY_TEST_PACKAGES);
         }
         p
     }
@@ -93,6 +99,10 @@ pub fn run(ws: &Workspace, need: Need) -> Result<()> {
         }
 
         step("setup: bpf-linker", || ensure_bpf_linker(ws))?;
+        if need == Need::Test {
+            // The deployment tests render the chart with it.
+            step("setup: helm", || crate::helm::ensure(ws))?;
+        }
 
         if bpffs_ok {
             println!("    bpffs is mounted at {BPFFS}");

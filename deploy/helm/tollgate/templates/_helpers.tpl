@@ -58,3 +58,8 @@ app.kubernetes.io/component: agent
 {{- define "tollgate.cgroupMountPath" -}}
 {{- printf "/host%s" .Values.cgroupRoot }}
 {{- end }}
+
+{{/* Image reference. */}}
+{{- define "tollgate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
