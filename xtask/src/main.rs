@@ -5,6 +5,7 @@
 //! repeated by hand.
 mod bench;
 mod build;
+mod cluster;
 mod demo;
 mod setup;
 mod test;
@@ -52,6 +53,29 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A local, real kube-apiserver (embedded etcd) on 127.0.0.1, and kubectl.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Build (when missing or changed) and start it; print `export KUBECONFIG=…` and `export PATH=…`.
+    Up {
+        /// State directory (etcd data, keys, kubeconfig, log) [default: target/cluster].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop the server started for DIR and remove DIR. Idempotent.
+    Down {
+        /// State directory [default: target/cluster].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Only build `tollgate-apiserver` and `kubectl` (target/apiserver/); print their paths.
+    Build,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +87,11 @@ fn main() -> ExitCode {
         Cmd::Test => test::run(&ws),
         Cmd::Demo { keep } => demo::run(&ws, keep),
         Cmd::Bench { quick, args } => bench::run(&ws, quick, &args),
+        Cmd::Cluster { cmd } => match cmd {
+            ClusterCmd::Up { dir } => cluster::up(&ws, dir),
+            ClusterCmd::Down { dir } => cluster::down(&ws, dir),
+            ClusterCmd::Build => cluster::build(&ws),
+        },
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,7 +185,7 @@ pub fn describe(cmd: &Command) -> String {
     out
 }
 
-fn shell_quote(s: &OsStr) -> String {
+pub fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
     if !s.is_empty()
         && s.chars()
