@@ -3,6 +3,7 @@
 //! probes; and helpers to drive the agent.
 
 pub mod agent;
+pub mod apiserver;
 pub mod cgroups;
 pub mod checks;
 pub mod dns;
