@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-current=$(go mod edit -print | sed 's/^require[[:space:]]*//' | awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v1\./ { print $2; exit }')
+current=$(go mod edit -print | sed 's/^require[[:space:]]*//' | awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v1\./ && !found { print $2; found = 1 }')
 version=${1:-$current}
 if [[ ! $version =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
     echo "gen-replaces: k8s.io/kubernetes version '$version' is not of the form v1.X.Y" >&2
