@@ -48,27 +48,13 @@ func ensurePKI(s *state) error {
 }
 
 func createCA(s *state) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("CA key: %w", err)
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "tollgate-local-ca"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(certValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return fmt.Errorf("CA certificate: %w", err)
-	}
-	if err := writeKey(s.caKeyPath(), key); err != nil {
-		return err
-	}
-	return writeFileAtomic(s.caCertPath(), pemBlock("CERTIFICATE", der), 0o644)
+	return issue(tmpl, nil, nil, s.caCertPath(), s.caKeyPath())
 }
 
 func createServingCert(s *state) error {
@@ -76,29 +62,39 @@ func createServingCert(s *state) error {
 	if err != nil {
 		return err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("serving key: %w", err)
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(certValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		Subject:     pkix.Name{CommonName: "kube-apiserver"},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	return issue(tmpl, caCert, caKey, s.servingCertPath(), s.servingKeyPath())
+}
+
+// issue makes a new P-256 key and a certificate for it from tmpl, signed by
+// parent (self-signed when parent is nil), valid from an hour ago for ten
+// years, and writes both.
+func issue(tmpl, parent *x509.Certificate, parentKey crypto.Signer, certPath, keyPath string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("serving certificate: %w", err)
+		return fmt.Errorf("key for %s: %w", certPath, err)
 	}
-	if err := writeKey(s.servingKeyPath(), key); err != nil {
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	tmpl.NotAfter = time.Now().Add(certValidity)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		return fmt.Errorf("%s: %w", certPath, err)
+	}
+	if err := writeKey(keyPath, key); err != nil {
 		return err
 	}
-	return writeFileAtomic(s.servingCertPath(), pemBlock("CERTIFICATE", der), 0o644)
+	return writeFileAtomic(certPath, pemBlock("CERTIFICATE", der), 0o644)
 }
 
 func loadCA(s *state) (*x509.Certificate, crypto.Signer, error) {
