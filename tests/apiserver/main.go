@@ -46,7 +46,8 @@ func run(argv []string) error {
 	port := fs.Int("port", 0, "API server port on 127.0.0.1 (0: the one recorded in --dir, else a free one)")
 	etcdPort := fs.Int("etcd-port", 0, "etcd client port on 127.0.0.1 (0: recorded, else free)")
 	etcdPeerPort := fs.Int("etcd-peer-port", 0, "etcd peer port on 127.0.0.1 (0: recorded, else free)")
-	serviceRange := fs.String("service-cluster-ip-range", "10.96.0.0/16", "ClusterIP range(s), comma separated (one per family)")
+	serviceRange := fs.String("service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112",
+		"ClusterIP ranges, comma separated, at most one per family (dual-stack by default)")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ metadata:
   name: web
   namespace: smoke
 spec:
+  ipFamilyPolicy: PreferDualStack
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: http}]
 ---
@@ -173,13 +174,24 @@ fn check_objects(s: &ApiServer) -> Result<()> {
     Ok(())
 }
 
-/// A ClusterIP inside the range the server was given, and the default
-/// ServiceCIDR object that the agent learns the service range from.
+/// ClusterIPs of both families inside the ranges the server was given, and
+/// the default ServiceCIDR object that the agent learns those ranges from.
 fn check_service_ranges(s: &ApiServer) -> Result<()> {
-    let ip = get(s, &["service/web", "-n", "smoke"], "{.spec.clusterIP}")?;
-    let ip: std::net::Ipv4Addr = ip.parse().with_context(|| format!("clusterIP {ip:?}"))?;
-    ensure!(ip.octets()[..2] == [10, 96], "clusterIP {ip} is not in 10.96.0.0/16");
-    expect(s, &["servicecidrs.v1.networking.k8s.io/kubernetes"], "{.spec.cidrs}", r#"["10.96.0.0/16"]"#)?;
+    let ips = get(s, &["service/web", "-n", "smoke"], "{.spec.clusterIPs[*]}")?;
+    let ips: Vec<std::net::IpAddr> = ips
+        .split_whitespace()
+        .map(|ip| ip.parse().with_context(|| format!("clusterIP {ip:?}")))
+        .collect::<Result<_>>()?;
+    let in_range = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.octets()[..2] == [10, 96],
+        std::net::IpAddr::V6(v6) => v6.segments()[..7] == [0xfd00, 0x10, 0x96, 0, 0, 0, 0],
+    };
+    ensure!(
+        ips.len() == 2 && ips[0].is_ipv4() && ips[1].is_ipv6() && ips.iter().all(in_range),
+        "clusterIPs {ips:?} are not one of 10.96.0.0/16 and one of fd00:10:96::/112"
+    );
+    let cidrs = r#"["10.96.0.0/16","fd00:10:96::/112"]"#;
+    expect(s, &["servicecidrs.v1.networking.k8s.io/kubernetes"], "{.spec.cidrs}", cidrs)?;
     let ready = "{.status.conditions[?(@.type==\"Ready\")].status}";
     expect(s, &["servicecidr/kubernetes"], ready, "True")
 }
