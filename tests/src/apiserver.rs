@@ -49,6 +49,8 @@ pub struct ApiServer {
     url: String,
     token: String,
     child: Option<Child>,
+    /// kube-apiserver flags given to `start_with_args`, kept for `start_again`.
+    extra_args: Vec<String>,
     /// Files written by `apply_yaml`, numbered.
     applied: u32,
     /// Dropped last: the process is gone before its folder is removed.
@@ -59,6 +61,12 @@ impl ApiServer {
     /// Starts a server with a new state folder and free ports; returns when
     /// /readyz answers 200.
     pub fn start() -> Result<ApiServer> {
+        Self::start_with_args(&[])
+    }
+
+    /// As [`ApiServer::start`], with more kube-apiserver flags (they come
+    /// after the built-in ones, so they may override them).
+    pub fn start_with_args(kube_apiserver_args: &[&str]) -> Result<ApiServer> {
         let (bin, kubectl) = (default_apiserver_bin(), default_kubectl_bin());
         for b in [&bin, &kubectl] {
             if !b.is_file() {
@@ -76,6 +84,7 @@ impl ApiServer {
             url: String::new(),
             token: String::new(),
             child: None,
+            extra_args: kube_apiserver_args.iter().map(|a| a.to_string()).collect(),
             applied: 0,
             dir,
         };
@@ -92,6 +101,8 @@ impl ApiServer {
         let child = Command::new(&self.bin)
             .arg("--dir")
             .arg(&self.dir.path)
+            .arg("--")
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(file(&out)?)
             .stderr(file(&log)?)
