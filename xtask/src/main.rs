@@ -5,6 +5,7 @@
 //! repeated by hand.
 mod bench;
 mod build;
+mod cluster;
 mod demo;
 mod helm;
 mod image;
@@ -61,6 +62,29 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A local, real kube-apiserver (embedded etcd) on 127.0.0.1, and kubectl.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Build (when missing or changed) and start it; print `export KUBECONFIG=…` and `export PATH=…`.
+    Up {
+        /// State directory (etcd data, keys, kubeconfig, log) [default: target/cluster].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop the server started for DIR and remove DIR. Idempotent.
+    Down {
+        /// State directory [default: target/cluster].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Only build `tollgate-apiserver` and `kubectl` (target/apiserver/); print their paths.
+    Build,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +98,11 @@ fn main() -> ExitCode {
         Cmd::Bench { quick, args } => bench::run(&ws, quick, &args),
         Cmd::Image => image::run(&ws),
         Cmd::Helm { args } => helm::run(&ws, &args),
+        Cmd::Cluster { cmd } => match cmd {
+            ClusterCmd::Up { dir } => cluster::up(&ws, dir),
+            ClusterCmd::Down { dir } => cluster::down(&ws, dir),
+            ClusterCmd::Build => cluster::build(&ws),
+        },
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,7 +196,7 @@ pub fn describe(cmd: &Command) -> String {
     out
 }
 
-fn shell_quote(s: &OsStr) -> String {
+pub fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
     if !s.is_empty()
         && s.chars()
