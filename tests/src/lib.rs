@@ -3,11 +3,8 @@
 //! probes; and helpers to drive the agent.
 
 pub mod agent;
-<<<<<<< HEAD
-pub mod burst;
-=======
 pub mod apiserver;
->>>>>>> apiserver
+pub mod burst;
 pub mod cgroups;
 pub mod checks;
 pub mod deploy;
