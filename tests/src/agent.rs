@@ -33,6 +33,9 @@ pub struct AgentConfig {
     pub netns: Option<String>,
     /// The `tollgate-e2e` binary (for `exec-in`).
     pub exec_in_bin: PathBuf,
+    /// `--source kubernetes --kubeconfig FILE` (cluster ranges learned from
+    /// the API server) instead of `--source files --manifests`.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,13 +78,18 @@ impl Agent {
     /// The agent command line, as documented for operators.
     pub fn command(&self) -> Command {
         let mut c = self.base();
-        c.args(["agent", "--source", "files", "--manifests"])
-            .arg(&self.cfg.manifests)
-            .args(["--node-name", "node-1", "--cgroup-root"])
-            .arg(&self.cfg.cgroup_root);
-        for cidr in crate::pods::CLUSTER_CIDRS {
-            c.args(["--cluster-cidr", cidr]);
+        match &self.cfg.kubeconfig {
+            None => {
+                c.args(["agent", "--source", "files", "--manifests"]).arg(&self.cfg.manifests);
+                for cidr in crate::pods::CLUSTER_CIDRS {
+                    c.args(["--cluster-cidr", cidr]);
+                }
+            }
+            Some(kc) => {
+                c.args(["agent", "--source", "kubernetes", "--kubeconfig"]).arg(kc);
+            }
         }
+        c.args(["--node-name", "node-1", "--cgroup-root"]).arg(&self.cfg.cgroup_root);
         c.args(["--metrics-addr", &self.cfg.metrics_addr]);
         if let Some(r) = &self.cfg.resolv_conf {
             c.arg("--resolv-conf").arg(r);

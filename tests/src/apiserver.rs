@@ -167,6 +167,12 @@ impl ApiServer {
         Ok(())
     }
 
+    /// An abrupt outage: SIGKILL by PID (etcd's data is in the page cache
+    /// and survives); `start_again` brings it back.
+    pub fn crash(&mut self) {
+        self.kill();
+    }
+
     /// SIGKILL by PID and reap; nothing if it is not running.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -77,3 +77,44 @@ pub fn udp_sink(listen: &[SocketAddr]) -> Result<()> {
         }
     }
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so
+/// that a test can compare its own instants with a probe's.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One line of `connect-watch`: the outcome changed at `t_ns`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Outcome {
+    pub t_ns: u64,
+    /// `connect()` succeeded.
+    pub allowed: bool,
+    pub errno: Option<i32>,
+}
+
+/// Calls `connect()` on a fresh UDP socket to `to` every `interval`
+/// (nothing is sent: the kernel's connect hook decides), and prints a JSON
+/// [`Outcome`] line each time the outcome changes, until killed.
+pub fn connect_watch(to: SocketAddr, interval: Duration) -> Result<()> {
+    let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+    println!("ready");
+    let mut last: Option<(bool, Option<i32>)> = None;
+    loop {
+        let sock = UdpSocket::bind(bind)?;
+        let now = match sock.connect(to) {
+            Ok(()) => (true, None),
+            Err(e) => (false, e.raw_os_error()),
+        };
+        if last != Some(now) {
+            let o = Outcome { t_ns: monotonic_ns(), allowed: now.0, errno: now.1 };
+            println!("{}", serde_json::to_string(&o)?);
+            std::io::stdout().flush()?;
+            last = Some(now);
+        }
+        std::thread::sleep(interval);
+    }
+}

@@ -54,6 +54,9 @@ pub struct StoryOpts {
     pub agent_uses_cluster_dns: bool,
     /// Pods `start_agent` waits to see enforced.
     pub enforced: Vec<PodSpec>,
+    /// Pod UIDs that differ from the `PodSpec`s' (`namespace/name` → UID):
+    /// an API server assigns its own, and the cgroups must carry them.
+    pub uids: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for StoryOpts {
@@ -68,6 +71,7 @@ impl Default for StoryOpts {
             dns_ttl: crate::dns::DEFAULT_TTL,
             agent_uses_cluster_dns: false,
             enforced: vec![pods::TEST_EGRESS_SLEEP],
+            uids: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -99,7 +103,15 @@ impl Story {
             manifests_source.push_str(&format!(" + examples/{ex}"));
         }
         crate::manifests::check_pods(&manifests, &all_pods)?;
-        let cgroups = CgroupTree::create(&prefix, &all_pods)?;
+        let with_uids: Vec<PodSpec> = all_pods
+            .iter()
+            .map(|p| match opts.uids.get(&p.key()) {
+                // Leaked: PodSpec holds &'static str, and a test run is short.
+                Some(uid) => PodSpec { uid: Box::leak(uid.clone().into_boxed_str()), ..*p },
+                None => *p,
+            })
+            .collect();
+        let cgroups = CgroupTree::create(&prefix, &with_uids)?;
         let mut topo_opts = TopologyOpts::new(&prefix);
         topo_opts.pods = all_pods;
         topo_opts.extra_external = opts.extra_external.clone();
@@ -204,6 +216,7 @@ impl Story {
             resolv_conf,
             netns,
             exec_in_bin: self.e2e_bin.clone(),
+            kubeconfig: None,
         }
     }
 
@@ -211,6 +224,11 @@ impl Story {
     /// test-egress/sleep) are enforced.
     pub fn start_agent(&mut self, tollgate_bin: &Path) -> Result<&mut Agent> {
         let cfg = self.agent_config(tollgate_bin);
+        self.start_agent_with(cfg)
+    }
+
+    /// [`Story::start_agent`] with a configuration of the caller's.
+    pub fn start_agent_with(&mut self, cfg: AgentConfig) -> Result<&mut Agent> {
         if let Some(r) = &cfg.resolv_conf {
             // Cluster DNS only; short timeouts so a lost answer is retried soon.
             std::fs::write(r, format!("# tollgate e2e run {}\nnameserver {}\noptions timeout:1 attempts:3\n", self.prefix, pods::COREDNS.ipv4))?;

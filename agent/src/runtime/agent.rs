@@ -386,8 +386,13 @@ impl Agent {
             }
         };
         let done = Instant::now();
+        // Changes before the first apply waited for the initial sync: they
+        // are start-up time, not event-to-map latency.
+        let first = self.status.generation == 0;
         for (_, at) in self.waiting.drain(..) {
-            self.latency.observe(done.saturating_duration_since(at));
+            if !first {
+                self.latency.observe(done.saturating_duration_since(at));
+            }
         }
         self.dirty_apply = false;
         let workloads = desired

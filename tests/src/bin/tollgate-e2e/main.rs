@@ -66,6 +66,13 @@ enum Cmd {
         #[arg(long, default_value_t = 20000)]
         count: u64,
     },
+    /// connect() a UDP socket in a loop; one JSON line each time the outcome changes.
+    ConnectWatch {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 500)]
+        interval_us: u64,
+    },
     /// Count UDP datagrams: one line per datagram after `ready`.
     UdpSink {
         #[arg(long, required = true)]
@@ -148,6 +155,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Burst { cgroup, netns, to, count } => tollgate_e2e::burst::burst(&cgroup, &netns, to, count),
+        Cmd::ConnectWatch { to, interval_us } => tollgate_e2e::burst::connect_watch(to, Duration::from_micros(interval_us)),
         Cmd::UdpSink { listen } => tollgate_e2e::burst::udp_sink(&listen),
         Cmd::ExecIn { netns, cgroup, command } => procs::exec_in(netns.as_deref(), cgroup.as_deref(), &command),
         Cmd::Demo { tollgate, manifests, keep } => demo::run(tollgate, manifests, keep),
