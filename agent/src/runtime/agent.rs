@@ -136,6 +136,8 @@ struct Agent {
     events: Option<source::kubernetes::Recorder>,
     /// Error diagnostics already sent as Kubernetes Events.
     reported: BTreeSet<(String, String, String)>,
+    /// When the status was last written while waiting for the first apply.
+    waiting_status: Option<Instant>,
 }
 
 impl Agent {
@@ -181,6 +183,7 @@ impl Agent {
             generation,
             events,
             reported: BTreeSet::new(),
+            waiting_status: None,
         })
     }
 
@@ -252,6 +255,9 @@ impl Agent {
     }
 
     fn on_tick(&mut self) {
+        if self.status.generation == 0 {
+            self.write_waiting_status();
+        }
         let Some(desired) = &self.desired else { return };
         // Host answers: follow them as they change (TTL expiry, new
         // addresses); names no longer used are dropped by the resolver.
@@ -266,6 +272,29 @@ impl Agent {
             if let Err(e) = hosts::save(&path, &published) {
                 warn!(path = %path.display(), error = %e, "cannot save the host addresses for the next agent");
             }
+        }
+    }
+
+    /// Before the first apply, `status` still tells what the agent waits
+    /// for: which kinds are not synced yet and why (a refused watch names
+    /// the permission it lacks).
+    fn write_waiting_status(&mut self) {
+        if self.waiting_status.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.waiting_status = Some(Instant::now());
+        let missing: Vec<&str> = ObjectKind::ALL.iter().filter(|k| !self.synced.contains(k)).map(|k| k.as_str()).collect();
+        let status = &mut self.status;
+        status.sync = self.sync.iter().map(|(k, s)| (k.as_str().to_owned(), s.clone())).collect();
+        status.last_error = Some(if missing.is_empty() {
+            "waiting for the first apply (host names of mesh objects are being resolved)".to_owned()
+        } else {
+            format!("waiting for the initial list of: {}", missing.join(", "))
+        });
+        status.updated_at = super::time::now_rfc3339();
+        let path = self.cfg.state_dir.join(state::STATUS_FILE);
+        if let Err(e) = status.write(&path) {
+            warn!(path = %path.display(), error = %e, "cannot write the status");
         }
     }
 
@@ -351,13 +380,13 @@ impl Agent {
         self.desired = Some(desired);
     }
 
-    /// Sends a Kubernetes Event for each new error that names an object
-    /// of the store (the recorder rate-limits per object).
+    /// Sends a Kubernetes Event for each new problem (an invalid field, a
+    /// bad label value) that names an object of the store (the recorder
+    /// rate-limits per object).
     fn report_rejections(&mut self, diags: &[Diagnostic]) {
         let Some(events) = &self.events else { return };
         let current: BTreeSet<(String, String, String)> = diags
             .iter()
-            .filter(|d| d.severity == Severity::Error)
             .map(|d| (d.object.clone(), d.field.clone(), d.message.clone()))
             .collect();
         for (object, field, message) in current.difference(&self.reported) {
