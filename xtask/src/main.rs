@@ -45,6 +45,10 @@ enum Cmd {
         /// Leave the namespaces, cgroups and the agent in place afterwards.
         #[arg(long)]
         keep: bool,
+        /// Play the story on a private, real kube-apiserver (built with Go on first use):
+        /// the agent on --source kubernetes, enforcement switched with kubectl label.
+        #[arg(long)]
+        kubernetes: bool,
     },
     /// Build, then run the data-path benchmark (`tollgate bench-datapath`).
     Bench {
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::run(&ws, setup::Need::All),
         Cmd::Build { debug } => build::run(&ws, debug, setup::Need::BuildOnly).map(|_| ()),
         Cmd::Test => test::run(&ws),
-        Cmd::Demo { keep } => demo::run(&ws, keep),
+        Cmd::Demo { keep, kubernetes } => demo::run(&ws, keep, kubernetes),
         Cmd::Bench { quick, args } => bench::run(&ws, quick, &args),
         Cmd::Image => image::run(&ws),
         Cmd::Helm { args } => helm::run(&ws, &args),

@@ -5,7 +5,57 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tollgate_e2e::pods::{self, PodSpec};
 use tollgate_e2e::probe::ProbeResult;
-use tollgate_e2e::story::{v4, v6, Story};
+use tollgate_e2e::kube_story::KubeStory;
+use tollgate_e2e::story::{v4, v6, Story, StoryOpts};
+
+/// The demo on a private, real API server: the objects of
+/// examples/istio-egress-gateway in kube-apiserver, the agent on `--source
+/// kubernetes`, and enforcement switched with `kubectl label namespace`.
+pub fn run_kubernetes(tollgate: Option<PathBuf>, keep: bool) -> Result<()> {
+    let problems = tollgate_e2e::util::preflight_problems();
+    if !problems.is_empty() {
+        anyhow::bail!("environment not ready:\n  - {}", problems.join("\n  - "));
+    }
+    let me = std::env::current_exe().context("locating own binary")?;
+    let tollgate = tollgate.unwrap_or_else(tollgate_e2e::agent::default_tollgate_bin);
+    println!("starting a private kube-apiserver and building the topology ...");
+    let mut ks = KubeStory::build(&me, StoryOpts::default())?;
+    println!("run {}: API server {} (kubeconfig {})", ks.story.prefix, ks.api.url(), ks.api.kubeconfig().display());
+    println!("starting agent {} --source kubernetes ...", tollgate.display());
+    if let Err(e) = ks.start_agent(&tollgate) {
+        if let Some(a) = &ks.story.agent {
+            eprintln!("agent log:\n{}", a.logs_text());
+        }
+        return Err(e);
+    }
+    println!("agent synced and applied (pid {:?})\n", ks.story.agent().pid());
+    matrix(&mut ks.story, &[pods::TEST_EGRESS_SLEEP, pods::DEFAULT_SLEEP, pods::EGRESS_GATEWAY])?;
+    for value in [Some("audit"), None, Some("enforce")] {
+        let arg = match value {
+            Some(v) => format!("tollgate.dev/egress={v}"),
+            None => "tollgate.dev/egress-".to_string(),
+        };
+        println!("\n$ kubectl label namespace test-egress {arg} --overwrite");
+        let gen = ks.story.agent().generation()?;
+        ks.label_namespace("test-egress", "tollgate.dev/egress", value)?;
+        let mode = value.unwrap_or("off");
+        ks.story.agent().wait_applied("test-egress", "sleep", mode, Some(gen), Duration::from_secs(15))?;
+        matrix(&mut ks.story, &[pods::TEST_EGRESS_SLEEP])?;
+    }
+    println!("\ntollgate counters:\n{}", ks.story.agent().counters_text().unwrap_or_else(|e| format!("{e:#}")));
+    if keep {
+        let hint = ks.story.teardown_hint();
+        ks.story.keep();
+        ks.api.keep();
+        println!("kept running. export KUBECONFIG={}", ks.api.kubeconfig().display());
+        println!("API server pid {:?} (kill it to stop); netns: {}", ks.api.pid(), ks.story.topo.namespaces().join(" "));
+        println!("cgroup root: {}\nto tear down:\n{hint}", ks.story.cgroups.root.display());
+    } else {
+        drop(ks);
+        println!("torn down.");
+    }
+    Ok(())
+}
 
 pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) -> Result<()> {
     let problems = tollgate_e2e::util::preflight_problems();
@@ -38,20 +88,35 @@ pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) ->
     }
     println!("agent applied (pid {:?})\n", story.agent().pid());
 
+    matrix(&mut story, &[pods::TEST_EGRESS_SLEEP, pods::DEFAULT_SLEEP, pods::EGRESS_GATEWAY])?;
+    println!("\ntollgate counters:\n{}", story.agent().counters_text().unwrap_or_else(|e| format!("{e:#}")));
+    if keep {
+        let hint = story.teardown_hint();
+        story.keep();
+        println!("kept running. Netns: {}", story.topo.namespaces().join(" "));
+        println!("cgroup root: {}\nto tear down:\n{hint}", story.cgroups.root.display());
+    } else {
+        drop(story);
+        println!("torn down.");
+    }
+    Ok(())
+}
+
+/// Probes from each of `rows` and prints one line per pod.
+fn matrix(story: &mut Story, rows: &[PodSpec]) -> Result<()> {
     let t = Duration::from_millis(1500);
     let gw = pods::EGRESS_GATEWAY;
     let cols = ["external v4", "external v6", "via gateway v4", "via gateway v6", "DNS (udp)"];
-    let rows = [pods::TEST_EGRESS_SLEEP, pods::DEFAULT_SLEEP, gw];
     let mut table: Vec<(PodSpec, Vec<ProbeResult>)> = Vec::new();
     for pod in rows {
         let cells = vec![
-            story.probe_tcp(&pod, v4(pods::EXTERNAL_V4, 80), true, t)?,
-            story.probe_tcp(&pod, v6(pods::EXTERNAL_V6, 80), true, t)?,
-            story.probe_tcp(&pod, v4(gw.ipv4, pods::GATEWAY_PORT), true, t)?,
-            story.probe_tcp(&pod, v6(gw.ipv6, pods::GATEWAY_PORT), true, t)?,
-            story.probe_dns(&pod, v4(pods::COREDNS.ipv4, 53), "A", false)?,
+            story.probe_tcp(pod, v4(pods::EXTERNAL_V4, 80), true, t)?,
+            story.probe_tcp(pod, v6(pods::EXTERNAL_V6, 80), true, t)?,
+            story.probe_tcp(pod, v4(gw.ipv4, pods::GATEWAY_PORT), true, t)?,
+            story.probe_tcp(pod, v6(gw.ipv6, pods::GATEWAY_PORT), true, t)?,
+            story.probe_dns(pod, v4(pods::COREDNS.ipv4, 53), "A", false)?,
         ];
-        table.push((pod, cells));
+        table.push((*pod, cells));
     }
     let w0 = 34;
     let w = 24;
@@ -66,16 +131,6 @@ pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) ->
             print!("{:w$}", format!("{} {}ms", c.verdict(), c.elapsed_ms));
         }
         println!();
-    }
-    println!("\ntollgate counters:\n{}", story.agent().counters_text().unwrap_or_else(|e| format!("{e:#}")));
-    if keep {
-        let hint = story.teardown_hint();
-        story.keep();
-        println!("kept running. Netns: {}", story.topo.namespaces().join(" "));
-        println!("cgroup root: {}\nto tear down:\n{hint}", story.cgroups.root.display());
-    } else {
-        drop(story);
-        println!("torn down.");
     }
     Ok(())
 }

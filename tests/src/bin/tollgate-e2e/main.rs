@@ -88,6 +88,10 @@ enum Cmd {
         /// Leave everything running and print how to tear it down.
         #[arg(long)]
         keep: bool,
+        /// Every object in a private kube-apiserver, the agent on --source kubernetes,
+        /// and enforcement switched with kubectl label.
+        #[arg(long)]
+        kubernetes: bool,
     },
 }
 
@@ -158,6 +162,7 @@ fn real_main() -> Result<()> {
         Cmd::ConnectWatch { to, interval_us } => tollgate_e2e::burst::connect_watch(to, Duration::from_micros(interval_us)),
         Cmd::UdpSink { listen } => tollgate_e2e::burst::udp_sink(&listen),
         Cmd::ExecIn { netns, cgroup, command } => procs::exec_in(netns.as_deref(), cgroup.as_deref(), &command),
-        Cmd::Demo { tollgate, manifests, keep } => demo::run(tollgate, manifests, keep),
+        Cmd::Demo { tollgate, kubernetes: true, keep, .. } => demo::run_kubernetes(tollgate, keep),
+        Cmd::Demo { tollgate, manifests, keep, kubernetes: false } => demo::run(tollgate, manifests, keep),
     }
 }
