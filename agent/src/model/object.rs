@@ -173,20 +173,29 @@ macro_rules! object_from {
     )*};
 }
 
-object_from!(
-    Namespace: Namespace,
-    Pod: Pod,
-    Service: Service,
-    EndpointSlice: EndpointSlice,
-    Gateway: istio::Gateway,
-    NetworkPolicy: NetworkPolicy,
-    ServiceEntry: istio::ServiceEntry,
-    Sidecar: istio::Sidecar,
-    MeshConfig: osm::MeshConfig,
-    Egress: osm::Egress,
-    Node: Node,
-    ServiceCidr: ServiceCIDR
-);
+/// Calls `$m!` with every `Variant: Type` pair of [`Object`], so that the
+/// list is written once.
+macro_rules! for_each_kind {
+    ($m:ident) => {
+        $m!(
+            Namespace: Namespace,
+            Pod: Pod,
+            Service: Service,
+            EndpointSlice: EndpointSlice,
+            Gateway: istio::Gateway,
+            NetworkPolicy: NetworkPolicy,
+            ServiceEntry: istio::ServiceEntry,
+            Sidecar: istio::Sidecar,
+            MeshConfig: osm::MeshConfig,
+            Egress: osm::Egress,
+            Node: Node,
+            ServiceCidr: ServiceCIDR
+        );
+    };
+}
+pub(crate) use for_each_kind;
+
+for_each_kind!(object_from);
 
 /// Applies `$body` to the metadata of whichever object `$self` holds.
 macro_rules! with_meta {

@@ -93,20 +93,7 @@ macro_rules! stored {
     )*};
 }
 
-stored!(
-    Namespace: Namespace,
-    Pod: Pod,
-    Service: Service,
-    EndpointSlice: EndpointSlice,
-    Gateway: istio::Gateway,
-    NetworkPolicy: NetworkPolicy,
-    ServiceEntry: istio::ServiceEntry,
-    Sidecar: istio::Sidecar,
-    MeshConfig: osm::MeshConfig,
-    Egress: osm::Egress,
-    Node: Node,
-    ServiceCidr: ServiceCIDR
-);
+super::object::for_each_kind!(stored);
 
 /// The reference a stored object of `kind` is indexed under.
 fn stored_ref(kind: ObjectKind, meta: &ObjectMeta) -> ObjectRef {

@@ -12,12 +12,7 @@ use tollgate_e2e::story::{v4, v6, Story, StoryOpts};
 /// examples/istio-egress-gateway in kube-apiserver, the agent on `--source
 /// kubernetes`, and enforcement switched with `kubectl label namespace`.
 pub fn run_kubernetes(tollgate: Option<PathBuf>, keep: bool) -> Result<()> {
-    let problems = tollgate_e2e::util::preflight_problems();
-    if !problems.is_empty() {
-        anyhow::bail!("environment not ready:\n  - {}", problems.join("\n  - "));
-    }
-    let me = std::env::current_exe().context("locating own binary")?;
-    let tollgate = tollgate.unwrap_or_else(tollgate_e2e::agent::default_tollgate_bin);
+    let (me, tollgate) = preflight(tollgate)?;
     println!("starting a private kube-apiserver and building the topology ...");
     let mut ks = KubeStory::build(&me, StoryOpts::default())?;
     println!("run {}: API server {} (kubeconfig {})", ks.story.prefix, ks.api.url(), ks.api.kubeconfig().display());
@@ -57,13 +52,18 @@ pub fn run_kubernetes(tollgate: Option<PathBuf>, keep: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) -> Result<()> {
+/// Checks the environment; returns this binary and the agent binary.
+fn preflight(tollgate: Option<PathBuf>) -> Result<(PathBuf, PathBuf)> {
     let problems = tollgate_e2e::util::preflight_problems();
     if !problems.is_empty() {
         anyhow::bail!("environment not ready:\n  - {}", problems.join("\n  - "));
     }
     let me = std::env::current_exe().context("locating own binary")?;
-    let tollgate = tollgate.unwrap_or_else(tollgate_e2e::agent::default_tollgate_bin);
+    Ok((me, tollgate.unwrap_or_else(tollgate_e2e::agent::default_tollgate_bin)))
+}
+
+pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) -> Result<()> {
+    let (me, tollgate) = preflight(tollgate)?;
     println!("building topology ...");
     let mut story = Story::build(&me)?;
     if let Some(src) = manifests {
