@@ -51,6 +51,8 @@ pub enum RuntimeError {
     Metrics { addr: String, #[source] source: std::io::Error },
     #[error("writing status {path}: {source}")]
     Status { path: PathBuf, #[source] source: std::io::Error },
+    #[error("starting the tokio runtime: {0}")]
+    AsyncRuntime(#[source] std::io::Error),
 }
 
 /// What the last successful read of the manifests produced.
@@ -121,6 +123,14 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     // Taking over a running datapath: its maps allow the previous agent's
     // answers, which stay allowed for the time they have left.
     let takeover = PinDir::new(&cfg.bpffs).require_pinned().is_ok();
+    // The resolver and the HTTP server run as tokio tasks beside this loop.
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tollgate-io")
+        .enable_all()
+        .build()
+        .map_err(RuntimeError::AsyncRuntime)?;
+    let _io = io.enter();
     let hosts_path = cfg.state_dir.join(state::HOSTS_FILE);
     let remembered = if takeover { hosts::load(&hosts_path) } else { hosts::Remembered::new() };
     let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone(), remembered);
