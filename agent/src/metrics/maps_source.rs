@@ -1,0 +1,111 @@
+//! The metric sources of today's map layout: counters through
+//! [`cli::counters::read`](crate::cli::counters::read), and the fill of
+//! each map, from map handles the agent holds (opened once, not per
+//! scrape). When the layout changes, this file changes; the metrics do not.
+use std::sync::{Arc, Mutex};
+
+use agent_common::{map_names, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DROP};
+use aya::maps::{IterableMap, MapError};
+use aya::Pod;
+
+use super::sources::{
+    CounterSource, DatapathCounters, MapFill, MapFillSource, PodTraffic, SourceError, Traffic, Verdict,
+};
+use crate::cli::counters;
+use crate::datapath::pinned::Maps;
+
+/// Counters and map fill read from the agent's maps. The handles may be
+/// the ones the agent's loop writes through (share the `Arc`) or a second
+/// set opened once from the pins.
+pub struct MapsSource {
+    maps: Arc<Mutex<Maps>>,
+}
+
+impl MapsSource {
+    pub fn new(maps: Arc<Mutex<Maps>>) -> Self {
+        MapsSource { maps }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Maps) -> Result<T, SourceError>) -> Result<T, SourceError> {
+        let maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        f(&maps)
+    }
+}
+
+fn verdict(v: u8) -> Option<Verdict> {
+    match v {
+        VERDICT_ALLOW => Some(Verdict::Allowed),
+        VERDICT_DROP => Some(Verdict::Dropped),
+        VERDICT_AUDIT => Some(Verdict::Audited),
+        _ => None,
+    }
+}
+
+/// The metric view of what `tollgate counters` reads.
+pub fn from_counters(c: &counters::Counters) -> DatapathCounters {
+    let n = &c.node;
+    let node = vec![
+        (Verdict::Allowed, Traffic { packets: n.allowed_packets, bytes: n.allowed_bytes }),
+        (Verdict::Dropped, Traffic { packets: n.dropped_packets, bytes: n.dropped_bytes }),
+        (Verdict::Audited, Traffic { packets: n.audited_packets, bytes: n.audited_bytes }),
+    ];
+    let pods = c
+        .workloads
+        .iter()
+        .flat_map(|w| {
+            w.by_verdict_reason.iter().filter_map(|((v, reason), (packets, bytes))| {
+                Some(PodTraffic {
+                    namespace: w.namespace.clone(),
+                    pod: w.pod.clone(),
+                    verdict: verdict(*v)?,
+                    reason: reason.clone(),
+                    traffic: Traffic { packets: *packets, bytes: *bytes },
+                })
+            })
+        })
+        .collect();
+    // The kernel has no rate limit on drop events yet: nothing suppressed.
+    DatapathCounters { node, pods, suppressed: Vec::new() }
+}
+
+impl CounterSource for MapsSource {
+    fn read(&self) -> Result<DatapathCounters, SourceError> {
+        self.with(|maps| {
+            counters::read(maps).map(|c| from_counters(&c)).map_err(|e| SourceError::new("the datapath counters", e))
+        })
+    }
+}
+
+/// Entries (by walking the keys) and capacity of one map.
+fn fill<K: Pod, V>(
+    name: &str,
+    map: &impl IterableMap<K, V>,
+    keys: impl Iterator<Item = Result<K, MapError>>,
+) -> Result<MapFill, SourceError> {
+    let failed = |e: MapError| SourceError::new("the map fill", format!("{name}: {e}"));
+    let capacity = map.map().info().map_err(failed)?.max_entries();
+    let mut entries = 0u64;
+    for key in keys {
+        key.map_err(failed)?;
+        entries += 1;
+    }
+    Ok(MapFill { map: name.to_string(), entries, capacity: u64::from(capacity) })
+}
+
+impl MapFillSource for MapsSource {
+    fn read(&self) -> Result<Vec<MapFill>, SourceError> {
+        self.with(|m| {
+            let meta_capacity = u64::from(m.meta.len());
+            Ok(vec![
+                fill(map_names::CGROUPS, &m.cgroups, m.cgroups.keys())?,
+                fill(map_names::RULES_V4, &m.rules_v4, m.rules_v4.keys())?,
+                fill(map_names::RULES_V6, &m.rules_v6, m.rules_v6.keys())?,
+                fill(map_names::COUNTERS, &m.counters, m.counters.keys())?,
+                fill(map_names::WORKLOADS, &m.workloads, m.workloads.keys())?,
+                fill(map_names::FLOWS, &m.flows, m.flows.keys())?,
+                // An array always holds all its entries.
+                MapFill { map: map_names::META.to_string(), entries: meta_capacity, capacity: meta_capacity },
+            ])
+        })
+    }
+}
