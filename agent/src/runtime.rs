@@ -8,6 +8,7 @@ pub mod time;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -17,8 +18,9 @@ use tracing::{info, warn};
 use crate::{
     cgroups::{self, CgroupIndex},
     compiler::{self, CompilerConfig},
-    datapath::{self, bpffs::PinDir, load::AttachOutcome, DatapathError},
+    datapath::{self, bpffs::PinDir, load::AttachOutcome, pinned::Maps, DatapathError},
     desired::{DesiredState, Severity},
+    metrics::{Health, MapsSource, Metrics, PodModes, Sources},
     model::Snapshot,
     source::files,
 };
@@ -102,6 +104,20 @@ fn compile(
     Compiled { snapshot, source_diags, desired }
 }
 
+/// The kinds of object the files source reads (for `tollgate_source_synced`).
+const FILE_KINDS: [&str; 10] = [
+    "Namespace",
+    "Pod",
+    "Service",
+    "EndpointSlice",
+    "NetworkPolicy",
+    "Gateway",
+    "ServiceEntry",
+    "Sidecar",
+    "Egress",
+    "MeshConfig",
+];
+
 /// How long the first apply waits for every host name to be answered (or
 /// to fail), so that a starting agent does not begin by dropping what mesh
 /// policy allows: longer when it takes over a running datapath, whose
@@ -146,11 +162,30 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     }
     let mut fingerprint = files::fingerprint(&cfg.manifests).ok();
     let mut dp = datapath::load::start_agent_datapath(PinDir::new(&cfg.bpffs), &cfg.cgroup_root)?;
-    let generation = http::Generation::default();
-    if let Some(addr) = &cfg.metrics_addr {
-        http::spawn(addr, cfg.bpffs.clone(), generation.clone())
-            .map_err(|source| RuntimeError::Metrics { addr: addr.clone(), source })?;
+    // Scrapes read the maps through handles opened once, here.
+    let maps = Arc::new(MapsSource::new(Arc::new(Mutex::new(Maps::open_pinned(&PinDir::new(&cfg.bpffs))?))));
+    let health = Arc::new(Health::default());
+    let metrics = Arc::new(Metrics::new(Sources {
+        counters: maps.clone(),
+        map_fill: maps,
+        health: Arc::clone(&health),
+        object_hash: datapath::object::hash(),
+    }));
+    for kind in FILE_KINDS {
+        metrics.set_synced(kind, true);
     }
+    if let Some(addr) = &cfg.metrics_addr {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            })
+            .map_err(|source| RuntimeError::Metrics { addr: addr.clone(), source })?;
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+        io.spawn(http::serve(listener, http::HttpState::new(Arc::clone(&metrics))));
+    }
+    // When a host answer or a cgroup change was seen, until it is applied.
+    let (mut dns_seen, mut cgroup_seen): (Option<Instant>, Option<Instant>) = (None, None);
     let status_path = cfg.state_dir.join(state::STATUS_FILE);
     let mut status = StatusFile::new(&cfg, dp.outcome == AttachOutcome::Adopted);
     let mut index: Option<CgroupIndex> = None;
@@ -158,6 +193,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     let mut pending: Option<u64> = None;
     loop {
         let tick = Instant::now();
+        health.beat();
         // Manifests: apply a change once it has been stable for one poll
         // interval, so half-written files are not applied.
         match files::fingerprint(&cfg.manifests) {
@@ -189,6 +225,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
             let Compiled { snapshot, source_diags, .. } = compiled;
             compiled = compile(&cfg, snapshot, source_diags, &published.addresses);
             dirty = true;
+            dns_seen = dns_seen.or(Some(tick));
             info!(hosts = published.addresses.len(), "host addresses changed; recompiled");
             if let Err(e) = hosts::save(&hosts_path, &published) {
                 warn!(path = %hosts_path.display(), error = %e, "cannot save the host addresses for the next agent");
@@ -199,6 +236,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
                 if index.as_ref() != Some(&found) {
                     index = Some(found);
                     dirty = true;
+                    cgroup_seen = cgroup_seen.or(Some(tick));
                 }
             }
             Err(e) => warn!(error = %e, "cgroup discovery failed; keeping the last state"),
@@ -206,9 +244,17 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
         if dirty {
             let empty = CgroupIndex::default();
             let idx = index.as_ref().unwrap_or(&empty);
+            let started = Instant::now();
             match datapath::reconcile::apply(&mut dp.maps, &compiled.desired, idx) {
                 Ok((report, registered)) => {
                     dirty = false;
+                    metrics.observe_apply(started.elapsed(), Ok(()));
+                    for (kind, seen) in [("dns", dns_seen.take()), ("cgroup", cgroup_seen.take())] {
+                        if let Some(seen) = seen {
+                            metrics.observe_event_to_map(kind, seen.elapsed());
+                        }
+                    }
+                    metrics.set_enforced_pods(PodModes::count(compiled.desired.workloads.values().map(|w| w.mode)));
                     let workloads = compiled
                         .desired
                         .workloads
@@ -243,10 +289,13 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
                     status
                         .write(&status_path)
                         .map_err(|source| RuntimeError::Status { path: status_path.clone(), source })?;
-                    generation.store(status.generation, std::sync::atomic::Ordering::Relaxed);
+                    metrics.set_ready(true);
                     info!(generation = status.generation, "datapath in sync");
                 }
-                Err(e) => warn!(error = %e, "applying to the datapath failed; retrying"),
+                Err(e) => {
+                    metrics.observe_apply(started.elapsed(), Err(&e));
+                    warn!(error = %e, "applying to the datapath failed; retrying");
+                }
             }
         }
         let spent = tick.elapsed();
