@@ -29,6 +29,11 @@ pub const PACKAGES: &[&str] = &[
 /// kernel crate. Installed for `cargo xtask test` only.
 pub const LINT_PACKAGES: &[&str] = &["rust-web-clippy"];
 
+/// Debian's `prometheus` brings `promtool`, which the metrics tests run on
+/// a real scrape (`promtool check metrics`). Installed for `cargo xtask
+/// test` only.
+pub const TEST_PACKAGES: &[&str] = &["prometheus"];
+
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -39,7 +44,8 @@ pub enum Need {
     BuildOnly,
     /// Loading programs (setup, demo, bench): bpffs must be mounted.
     All,
-    /// `cargo xtask test`: as `All`, plus Debian's clippy for the kernel crate.
+    /// `cargo xtask test`: as `All`, plus Debian's clippy for the kernel
+    /// crate and promtool for the metrics tests.
     Test,
 }
 
@@ -48,6 +54,7 @@ impl Need {
         let mut p = PACKAGES.to_vec();
         if self == Need::Test {
             p.extend_from_slice(LINT_PACKAGES);
+            p.extend_from_slice(TEST_PACKAGES);
         }
         p
     }
