@@ -102,6 +102,6 @@ mod tests {
     fn unknown_causes_count_as_other() {
         assert_eq!(bounded_cause("cgroup"), "cgroup");
         assert_eq!(bounded_cause("made-up"), "other");
-        assert_eq!(bounded_cause(&"map_full".metric_label()), "map_full");
+        assert_eq!(bounded_cause("map_full".metric_label()), "map_full");
     }
 }

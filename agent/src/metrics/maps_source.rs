@@ -109,3 +109,76 @@ impl MapFillSource for MapsSource {
         })
     }
 }
+
+/// Against the kernel's own maps: needs the kernel object (`cargo xtask
+/// build`), root and bpffs, as the datapath does.
+#[cfg(all(test, tollgate_ebpf))]
+mod tests {
+    use std::path::PathBuf;
+
+    use agent_common::{CounterKey, CounterValue, MODE_ENFORCE, REASON_GATEWAY, REASON_NO_RULE};
+    use aya::maps::PerCpuValues;
+
+    use super::*;
+    use crate::datapath::{bpffs::PinDir, ids, load::load_object};
+
+    /// A pin folder of this test run, removed at the end.
+    struct Pins(PathBuf);
+
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn per_cpu(packets: u64) -> PerCpuValues<CounterValue> {
+        let cpus = aya::util::nr_cpus().expect("number of CPUs");
+        let mut values = vec![CounterValue::default(); cpus];
+        values[0] = CounterValue { packets, bytes: packets * 100 };
+        PerCpuValues::try_from(values).expect("one value per CPU")
+    }
+
+    #[test]
+    fn reads_counters_and_fill_from_the_kernel_maps() {
+        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/tollgate-metrics-test-{}-{clock}", std::process::id())));
+        let dir = PinDir::new(&pins.0);
+        dir.create().expect("a pin folder on bpffs (root, bpffs mounted)");
+        let mut ebpf = load_object(&dir).expect("the kernel object loads");
+        let mut maps = Maps::take(&mut ebpf).expect("maps");
+        maps.workloads.insert(7, ids::encode("test-egress", "sleep", "uid-7", MODE_ENFORCE, 0, 0), 0).expect("workload");
+        let key = |workload, verdict, reason| CounterKey { workload, verdict, reason, _pad: [0; 2] };
+        maps.counters.insert(key(7, VERDICT_DROP, REASON_NO_RULE), per_cpu(3), 0).expect("counter");
+        maps.counters.insert(key(7, VERDICT_ALLOW, REASON_GATEWAY), per_cpu(4), 0).expect("counter");
+        // A pod that is gone: node totals only.
+        maps.counters.insert(key(ids::RETIRED_WORKLOAD, VERDICT_DROP, REASON_NO_RULE), per_cpu(5), 0).expect("counter");
+        let source = MapsSource::new(Arc::new(Mutex::new(maps)));
+
+        let c = CounterSource::read(&source).expect("counters");
+        let mut pods = c.pods.clone();
+        pods.sort_by_key(|p| p.verdict);
+        let sleep = |verdict, reason: &str, packets| PodTraffic {
+            namespace: "test-egress".into(),
+            pod: "sleep".into(),
+            verdict,
+            reason: reason.into(),
+            traffic: Traffic { packets, bytes: packets * 100 },
+        };
+        assert_eq!(pods, [sleep(Verdict::Allowed, "gateway", 4), sleep(Verdict::Dropped, "no-rule", 3)]);
+        let node: std::collections::BTreeMap<_, _> = c.node.iter().copied().collect();
+        assert_eq!(node[&Verdict::Dropped], Traffic { packets: 8, bytes: 800 });
+        assert_eq!(node[&Verdict::Allowed], Traffic { packets: 4, bytes: 400 });
+
+        let fill = MapFillSource::read(&source).expect("map fill");
+        let of = |name: &str| fill.iter().find(|f| f.map == name).unwrap_or_else(|| panic!("no {name} in {fill:?}")).clone();
+        assert_eq!(of(map_names::WORKLOADS).entries, 1);
+        assert_eq!(of(map_names::COUNTERS).entries, 3);
+        assert_eq!(of(map_names::CGROUPS).entries, 0);
+        for f in &fill {
+            assert!(f.capacity > 0 && f.entries <= f.capacity, "{f:?}");
+        }
+        let meta = of(map_names::META);
+        assert_eq!(meta.entries, meta.capacity);
+        drop(ebpf);
+    }
+}

@@ -61,12 +61,11 @@ enum Ended {
 async fn slowloris(addr: SocketAddr, bytes: usize) -> Ended {
     let Ok(mut s) = TcpStream::connect(addr).await else { return Ended::NotClosed };
     let head = format!("GET /metrics HTTP/1.1\r\nX-Slow: {}", "a".repeat(bytes));
-    let mut sent = 0;
-    for b in head.as_bytes().iter().take(bytes) {
+    for (before, b) in head.as_bytes().iter().take(bytes).enumerate() {
         if s.write_all(&[*b]).await.is_err() {
-            return Ended::ByServer { sent, status: None };
+            return Ended::ByServer { sent: before, status: None };
         }
-        sent += 1;
+        let sent = before + 1;
         let mut probe = [0u8; 512];
         // Wait a second for the next byte, watching for the server's end.
         match tokio::time::timeout(Duration::from_secs(1), s.read(&mut probe)).await {
