@@ -19,16 +19,7 @@ pub(super) fn counters<const N: usize>(
     help: &str,
     samples: impl IntoIterator<Item = (Labels<N>, u64)>,
 ) -> fmt::Result {
-    let mut summed: BTreeMap<Labels<N>, u64> = BTreeMap::new();
-    for (labels, v) in samples {
-        let slot = summed.entry(labels).or_default();
-        *slot = slot.saturating_add(v);
-    }
-    let mut family = encoder.encode_descriptor(name, &sentence(help), None, MetricType::Counter)?;
-    for (labels, v) in &summed {
-        ConstCounter::new(*v).encode(family.encode_family(&as_label_set(labels))?)?;
-    }
-    Ok(())
+    family(encoder, (name, help, MetricType::Counter), samples, u64::saturating_add, ConstCounter::new)
 }
 
 /// A gauge family.
@@ -38,14 +29,25 @@ pub(super) fn gauges<const N: usize>(
     help: &str,
     samples: impl IntoIterator<Item = (Labels<N>, i64)>,
 ) -> fmt::Result {
-    let mut summed: BTreeMap<Labels<N>, i64> = BTreeMap::new();
+    family(encoder, (name, help, MetricType::Gauge), samples, i64::saturating_add, ConstGauge::new)
+}
+
+/// One descriptor (name, help, type), then the samples summed per label set.
+fn family<const N: usize, V: Copy + Default, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, kind): (&str, &str, MetricType),
+    samples: impl IntoIterator<Item = (Labels<N>, V)>,
+    add: fn(V, V) -> V,
+    metric: fn(V) -> M,
+) -> fmt::Result {
+    let mut summed: BTreeMap<Labels<N>, V> = BTreeMap::new();
     for (labels, v) in samples {
         let slot = summed.entry(labels).or_default();
-        *slot = slot.saturating_add(v);
+        *slot = add(*slot, v);
     }
-    let mut family = encoder.encode_descriptor(name, &sentence(help), None, MetricType::Gauge)?;
+    let mut family = encoder.encode_descriptor(name, &sentence(help), None, kind)?;
     for (labels, v) in &summed {
-        ConstGauge::new(*v).encode(family.encode_family(&as_label_set(labels))?)?;
+        metric(*v).encode(family.encode_family(&as_label_set(labels))?)?;
     }
     Ok(())
 }

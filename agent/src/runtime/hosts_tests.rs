@@ -23,6 +23,12 @@ fn scripted(script: Scripted) -> Lookups {
     Arc::new(move || Ok(Arc::clone(&lookup)))
 }
 
+/// A resolver task answering `name` with `ip` after `delay_ms`.
+fn answering(script: &[(&'static str, u64, &'static str)]) -> HostResolver {
+    let script = script.iter().map(|(name, delay_ms, ip)| (*name, (Duration::from_millis(*delay_ms), *ip)));
+    HostResolver::spawn_with(scripted(Scripted(script.collect())), Remembered::new())
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip literal")
 }
@@ -40,13 +46,7 @@ async fn wait_for(resolver: &HostResolver, what: impl Fn(&Published) -> bool) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_name_server_delays_only_its_own_names() {
-    let resolver = HostResolver::spawn_with(
-        scripted(Scripted(BTreeMap::from([
-            ("fast.test", (Duration::ZERO, "192.0.2.1")),
-            ("slow.test", (Duration::from_millis(1500), "192.0.2.2")),
-        ]))),
-        Remembered::new(),
-    );
+    let resolver = answering(&[("fast.test", 0, "192.0.2.1"), ("slow.test", 1500, "192.0.2.2")]);
     let started = std::time::Instant::now();
     resolver.want(&names(&["fast.test", "slow.test"]));
     let p = wait_for(&resolver, |p| p.addresses.get("fast.test").is_some_and(|a| !a.is_empty())).await;
@@ -64,13 +64,7 @@ async fn a_slow_name_server_delays_only_its_own_names() {
 
 #[tokio::test]
 async fn subscribers_are_woken_by_new_addresses_and_a_new_want_unsettles() {
-    let resolver = HostResolver::spawn_with(
-        scripted(Scripted(BTreeMap::from([
-            ("a.test", (Duration::ZERO, "192.0.2.1")),
-            ("b.test", (Duration::from_millis(300), "192.0.2.2")),
-        ]))),
-        Remembered::new(),
-    );
+    let resolver = answering(&[("a.test", 0, "192.0.2.1"), ("b.test", 300, "192.0.2.2")]);
     let mut rx = resolver.subscribe();
     rx.borrow_and_update();
     resolver.want(&names(&["a.test"]));
@@ -95,7 +89,7 @@ async fn subscribers_are_woken_by_new_addresses_and_a_new_want_unsettles() {
 
 #[tokio::test]
 async fn dropping_the_handle_stops_the_task() {
-    let resolver = HostResolver::spawn_with(scripted(Scripted(BTreeMap::new())), Remembered::new());
+    let resolver = answering(&[]);
     let mut rx = resolver.subscribe();
     drop(resolver);
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
