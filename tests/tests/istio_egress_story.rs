@@ -84,12 +84,24 @@ fn enforced_pod_leaves_only_through_gateway() {
     let agent = story.agent.as_ref().expect("agent runs");
     let (status, body) = agent.http_get("/metrics").expect("GET /metrics");
     assert!(status.contains("200"), "/metrics: {status}");
-    let line = body
+    let dropped: Vec<&str> = body
         .lines()
-        .find(|l| l.starts_with("tollgate_workload_packets_total{namespace=\"test-egress\",pod=\"sleep\",verdict=\"dropped\"}"))
-        .unwrap_or_else(|| panic!("no dropped series for test-egress/sleep in:\n{body}"));
-    let n: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+        .filter(|l| l.starts_with("tollgate_packets_total{namespace=\"test-egress\",pod=\"sleep\",verdict=\"dropped\",reason=\""))
+        .collect();
+    assert!(
+        dropped.iter().any(|l| l.contains("reason=\"no-rule\"")),
+        "no dropped no-rule series for test-egress/sleep in:\n{body}"
+    );
+    let n: u64 = dropped.iter().filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum();
     assert!(n > before.dropped_packets, "metrics say {n} dropped, before {}", before.dropped_packets);
+    // The map fill comes from the agent's own map handles.
+    let cgroups = body
+        .lines()
+        .find(|l| l.starts_with("tollgate_map_entries{map=\"TG_CGROUPS\"} "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no TG_CGROUPS fill in:\n{body}"));
+    assert!(cgroups > 0, "TG_CGROUPS is empty:\n{body}");
+    assert!(body.lines().any(|l| l == "tollgate_ready 1"), "not ready in:\n{body}");
     for probe in ["/healthz", "/readyz"] {
         let (status, _) = agent.http_get(probe).expect(probe);
         assert!(status.contains("200"), "{probe}: {status}");

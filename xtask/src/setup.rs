@@ -29,10 +29,10 @@ pub const PACKAGES: &[&str] = &[
 /// kernel crate. Installed for `cargo xtask test` only.
 pub const LINT_PACKAGES: &[&str] = &["rust-web-clippy"];
 
-/// For the deployment tests (`cargo xtask test` only): `promtool` (Debian
-/// package prometheus) checks and unit-tests the alert rules; skopeo reads
-/// the image archive back.
-pub const DEPLOY_TEST_PACKAGES: &[&str] = &["prometheus", "skopeo"];
+/// For the tests (`cargo xtask test` only): `promtool` (Debian package
+/// prometheus) checks and unit-tests the alert rules and checks a real
+/// scrape of `/metrics`; skopeo reads the image archive back.
+pub const TEST_PACKAGES: &[&str] = &["prometheus", "skopeo"];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -44,7 +44,8 @@ pub enum Need {
     BuildOnly,
     /// Loading programs (setup, demo, bench): bpffs must be mounted.
     All,
-    /// `cargo xtask test`: as `All`, plus Debian's clippy for the kernel crate.
+    /// `cargo xtask test`: as `All`, plus Debian's clippy for the kernel
+    /// crate and promtool for the metrics tests.
     Test,
 }
 
@@ -53,7 +54,7 @@ impl Need {
         let mut p = PACKAGES.to_vec();
         if self == Need::Test {
             p.extend_from_slice(LINT_PACKAGES);
-            p.extend_from_slice(DEPLOY_TEST_PACKAGES);
+            p.extend_from_slice(TEST_PACKAGES);
         }
         p
     }

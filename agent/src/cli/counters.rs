@@ -28,6 +28,9 @@ pub struct WorkloadCounters {
     pub totals: Totals,
     /// Packets by reason code, e.g. {"no-rule": 3, "gateway": 10}.
     pub reasons: BTreeMap<String, u64>,
+    /// Packets and bytes by (verdict, reason code), for `/metrics`.
+    #[serde(skip)]
+    pub by_verdict_reason: BTreeMap<(u8, String), (u64, u64)>,
 }
 
 impl Totals {
@@ -67,7 +70,10 @@ pub fn read(maps: &Maps) -> Result<Counters, CliError> {
         }
         let w = per.entry(key.workload).or_default();
         w.totals.add(key.verdict, packets, bytes);
-        *w.reasons.entry(agent_common::reason_code(key.reason).to_string()).or_default() += packets;
+        let reason = agent_common::reason_code(key.reason).to_string();
+        let by = w.by_verdict_reason.entry((key.verdict, reason.clone())).or_default();
+        (by.0, by.1) = (by.0 + packets, by.1 + bytes);
+        *w.reasons.entry(reason).or_default() += packets;
     }
     let mut workloads = Vec::new();
     for (id, (ns, pod, uid)) in names {

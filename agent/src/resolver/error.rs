@@ -2,8 +2,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::wire::rcode_name;
-
 /// Why a host could not be resolved. Every variant about a lookup names the
 /// host; every variant about a name server names the server (the last one
 /// tried when all of them failed).
@@ -28,7 +26,7 @@ pub enum ResolveError {
     ServerFailure {
         host: String,
         server: SocketAddr,
-        rcode: u8,
+        rcode: u16,
     },
     #[error("resolving {host}: {server}: {source}")]
     Io {
@@ -37,10 +35,34 @@ pub enum ResolveError {
         #[source]
         source: std::io::Error,
     },
+    /// No result within the time the caller allows for one lookup.
+    #[error("resolving {host}: gave up after {after:?}")]
+    GaveUp { host: String, after: std::time::Duration },
     #[error("resolving {host}: malformed answer from {server}: {reason}")]
     Malformed {
         host: String,
         server: SocketAddr,
-        reason: &'static str,
+        reason: String,
     },
+}
+
+/// The response codes of RFC 1035 and RFC 6895 by their usual names.
+pub const RCODE_NOERROR: u16 = 0;
+pub const RCODE_FORMERR: u16 = 1;
+pub const RCODE_SERVFAIL: u16 = 2;
+pub const RCODE_NXDOMAIN: u16 = 3;
+pub const RCODE_NOTIMP: u16 = 4;
+pub const RCODE_REFUSED: u16 = 5;
+
+/// The readable name of a response code, for messages.
+pub fn rcode_name(rcode: u16) -> String {
+    match rcode {
+        RCODE_NOERROR => "NOERROR".into(),
+        RCODE_FORMERR => "FORMERR".into(),
+        RCODE_SERVFAIL => "SERVFAIL".into(),
+        RCODE_NXDOMAIN => "NXDOMAIN".into(),
+        RCODE_NOTIMP => "NOTIMP".into(),
+        RCODE_REFUSED => "REFUSED".into(),
+        n => format!("RCODE {n}"),
+    }
 }

@@ -6,7 +6,13 @@
 //! address is dropped: a new answer adds addresses and extends expiries
 //! but never removes an address (DNS round-robin), a failed lookup changes
 //! nothing, and only [`HostTable::expire`] removes addresses, once their
-//! own TTL has run out (fail closed).
+//! own lifetime has run out (fail closed).
+//!
+//! A lifetime is the answer's TTL clamped to [`TtlPolicy`]: at least 5 s
+//! (a TTL of 0 would allow nothing) and at most one hour, whatever the TTL
+//! says. So an address that a changed answer no longer lists is gone at
+//! most one hour after the last answer that listed it, and addresses
+//! remembered from a previous agent are trusted for at most one hour too.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -25,15 +31,17 @@ pub const MAX_ADDRESSES_PER_HOST: usize = 256;
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest TTL honoured (RFC 2181's maximum), whatever the policy.
 pub const MAX_TTL: Duration = Duration::from_secs(i32::MAX as u64);
+/// Longest life of an answer under the default policy.
+pub const ONE_HOUR: Duration = Duration::from_secs(3600);
 
 /// How answer TTLs are turned into lifetimes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtlPolicy {
     /// TTLs below this count as this (a TTL of 0 would allow nothing).
     pub min: Duration,
-    /// Hosts are asked again at least this often, however long their TTL
-    /// (wins over `min` if they cross); an address stays valid for its
-    /// whole TTL all the same.
+    /// TTLs above this count as this: an address lives at most this long
+    /// after the last answer that listed it (wins over `min` if they
+    /// cross).
     pub max: Duration,
     /// After a failed lookup (or an answer without addresses), ask again
     /// after this long.
@@ -44,23 +52,17 @@ impl Default for TtlPolicy {
     fn default() -> Self {
         TtlPolicy {
             min: Duration::from_secs(5),
-            max: Duration::from_secs(3600),
+            max: ONE_HOUR,
             retry: Duration::from_secs(5),
         }
     }
 }
 
 impl TtlPolicy {
-    /// The lifetime that schedules the next lookup of an answer with `ttl`.
-    pub fn clamp(&self, ttl: Duration) -> Duration {
-        ttl.max(self.min).min(self.max).min(MAX_TTL)
-    }
-
-    /// How long an address answered with `ttl` stays valid: its TTL (at
-    /// least `min`), uncapped by `max`, so that a lookup that fails or
-    /// leaves it out never drops it early.
+    /// How long an address answered with `ttl` stays valid (and what
+    /// schedules the next lookup): the TTL, at least `min`, at most `max`.
     pub fn lifetime(&self, ttl: Duration) -> Duration {
-        ttl.max(self.min).min(MAX_TTL)
+        ttl.max(self.min).min(self.max).min(MAX_TTL)
     }
 
     /// How long after an answer whose shortest lifetime is `life` the host
@@ -177,7 +179,7 @@ impl HostTable {
 
     /// Records one lookup of `host` (normalised here too) made at `now`;
     /// ignored for hosts not wanted. `Ok(answers)`: each address is valid
-    /// until `now + clamp(ttl)`, an address already present keeps the later
+    /// until `now + lifetime(ttl)`, an address already present keeps the later
     /// of both expiries, addresses missing from the answer stay until their
     /// own expiry; the host is asked again at
     /// [`TtlPolicy::refresh_after`] of the shortest lifetime, or after
@@ -199,8 +201,8 @@ impl HostTable {
                     if fresh.len() == MAX_ADDRESSES_PER_HOST && !fresh.contains(&ip) {
                         continue;
                     }
-                    let life = policy.clamp(ttl);
-                    let until = now + policy.lifetime(ttl);
+                    let life = policy.lifetime(ttl);
+                    let until = now + life;
                     entry
                         .addresses
                         .entry(ip)
@@ -261,17 +263,17 @@ impl HostTable {
     }
 
     /// Adds addresses remembered from before a restart, each valid for its
-    /// remaining lifetime, to a wanted host, without changing when it is
-    /// asked (a host never resolved stays due at once). At most
-    /// [`MAX_ADDRESSES_PER_HOST`] per host. Returns true when the address
-    /// view changed.
+    /// remaining lifetime (at most the policy's `max`), to a wanted host,
+    /// without changing when it is asked (a host never resolved stays due
+    /// at once). At most [`MAX_ADDRESSES_PER_HOST`] per host. Returns true
+    /// when the address view changed.
     pub fn seed(&mut self, host: &str, now: Instant, remembered: &[(IpAddr, Duration)]) -> bool {
         let Some(entry) = self.hosts.get_mut(&normalize(host)) else {
             return false;
         };
         let before = entry.valid_set(now);
         for (ip, left) in remembered.iter().take(MAX_ADDRESSES_PER_HOST) {
-            let until = now + (*left).min(MAX_TTL);
+            let until = now + (*left).min(self.policy.max).min(MAX_TTL);
             entry.addresses.entry(*ip).and_modify(|u| *u = (*u).max(until)).or_insert(until);
         }
         entry.enforce_limit(now, &BTreeSet::new());

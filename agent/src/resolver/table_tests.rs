@@ -1,15 +1,16 @@
-//! Tests of the host table and of `refresh` (with a scripted lookup).
+//! Tests of the host table, and of rounds of lookups over it (with a
+//! scripted lookup).
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::table::{HostTable, TtlPolicy, MAX_ADDRESSES_PER_HOST, MIN_INTERVAL};
-use super::{Lookup, ResolveError};
+use super::ResolveError;
 
 /// One serial round of due lookups, each counted as made at `now`, then
 /// expiry (the agent runs the lookups in parallel: `runtime::hosts`).
-fn refresh(table: &mut HostTable, lookup: &dyn Lookup, now: Instant) -> bool {
+fn refresh(table: &mut HostTable, lookup: &Scripted, now: Instant) -> bool {
     let mut changed = false;
     for host in table.due(now) {
         let result = lookup.lookup(&host);
@@ -152,7 +153,7 @@ fn failure_keeps_addresses_until_they_expire_then_fails_closed() {
 }
 
 #[test]
-fn ttls_are_clamped() {
+fn ttls_are_clamped_to_at_least_5_s_and_at_most_one_hour() {
     let t0 = Instant::now();
     let mut t = table(&["h.test"]);
     t.record("h.test", t0, answer(&[("192.0.2.1", 0), ("192.0.2.2", 2 * 86_400)]));
@@ -161,16 +162,14 @@ fn ttls_are_clamped() {
         [ip("192.0.2.1"), ip("192.0.2.2")]
     );
     assert_eq!(addrs(&t, "h.test", t0 + secs(5)), [ip("192.0.2.2")]);
-    // A long TTL is asked again within the hour, but the address stays
-    // valid for its whole TTL (a failed or different answer keeps it).
-    assert_eq!(addrs(&t, "h.test", t0 + secs(3600)), [ip("192.0.2.2")]);
-    assert_eq!(addrs(&t, "h.test", t0 + secs(2 * 86_400 - 1)), [ip("192.0.2.2")]);
-    assert!(addrs(&t, "h.test", t0 + secs(2 * 86_400)).is_empty());
+    // A TTL of two days lives one hour, and is asked again before.
+    assert_eq!(addrs(&t, "h.test", t0 + secs(3599)), [ip("192.0.2.2")]);
+    assert!(addrs(&t, "h.test", t0 + secs(3600)).is_empty());
     assert!(t.next_deadline().expect("scheduled") <= t0 + secs(3600));
 
     let p = TtlPolicy::default();
     assert_eq!(
-        (p.clamp(secs(0)), p.clamp(secs(30)), p.clamp(Duration::MAX)),
+        (p.lifetime(secs(0)), p.lifetime(secs(30)), p.lifetime(Duration::MAX)),
         (secs(5), secs(30), secs(3600))
     );
     let crossed = TtlPolicy {
@@ -178,17 +177,40 @@ fn ttls_are_clamped() {
         max: secs(10),
         retry: secs(1),
     };
-    assert_eq!(crossed.clamp(secs(50)), secs(10), "max wins when min and max cross");
+    assert_eq!(crossed.lifetime(secs(50)), secs(10), "max wins when min and max cross");
     let unbounded = TtlPolicy {
         min: secs(0),
         max: Duration::MAX,
         retry: secs(0),
     };
-    assert_eq!(unbounded.clamp(Duration::MAX), secs(i32::MAX as u64));
+    assert_eq!(unbounded.lifetime(Duration::MAX), secs(i32::MAX as u64));
     // Literal addresses come with the largest TTL and must not overflow.
     let mut t = HostTable::new(unbounded);
     t.set_hosts(["192.0.2.7".to_string()]);
     assert!(t.record("192.0.2.7", t0, Ok(vec![(ip("192.0.2.7"), super::LITERAL_TTL)])));
+}
+
+#[test]
+fn a_changed_answer_drops_old_addresses_within_one_hour() {
+    let t0 = Instant::now();
+    let mut t = table(&["moved.test"]);
+    // A day-long TTL, then the name moves to another address; the server
+    // keeps answering the new one with the same long TTL.
+    t.record("moved.test", t0, answer(&[("192.0.2.1", 86_400)]));
+    let mut now = t0;
+    let mut last_seen_old = t0;
+    while now < t0 + secs(3 * 3600) {
+        now = t.next_deadline().expect("scheduled").max(now + MIN_INTERVAL);
+        t.record("moved.test", now, answer(&[("192.0.2.2", 86_400)]));
+        t.expire(now);
+        if addrs(&t, "moved.test", now).contains(&ip("192.0.2.1")) {
+            last_seen_old = now;
+        }
+    }
+    assert!(last_seen_old < t0 + secs(3600), "the old address lived until {:?}", last_seen_old - t0);
+    assert_eq!(addrs(&t, "moved.test", now), [ip("192.0.2.2")]);
+    // Asked again at 90% of the hour, never later.
+    assert!(t.next_deadline().expect("scheduled") <= now + secs(3240));
 }
 
 #[test]
@@ -311,7 +333,7 @@ struct Scripted {
     calls: RefCell<Vec<String>>,
 }
 
-impl Lookup for Scripted {
+impl Scripted {
     fn lookup(&self, host: &str) -> Result<Vec<(IpAddr, Duration)>, ResolveError> {
         self.calls.borrow_mut().push(host.to_string());
         match self.answers.get(host) {
@@ -365,6 +387,10 @@ fn seeded_addresses_last_their_remaining_time_and_the_host_stays_due() {
     assert_eq!(addrs(&t, "h.test", t0 + secs(20)), [ip("192.0.2.2")]);
     let left = t.lifetimes(t0 + secs(10));
     assert_eq!(left["h.test"], [(ip("192.0.2.1"), secs(10)), (ip("192.0.2.2"), secs(30))]);
+    // A remembered lifetime longer than the policy's maximum is capped.
+    let mut capped = table(&["h.test"]);
+    capped.seed("h.test", t0, &[(ip("192.0.2.9"), secs(86_400))]);
+    assert_eq!(capped.lifetimes(t0)["h.test"], [(ip("192.0.2.9"), secs(3600))]);
     // A new answer without them keeps them until they run out.
     assert!(t.record("h.test", t0 + secs(1), answer(&[("192.0.2.3", 10)])));
     assert_eq!(addrs(&t, "h.test", t0 + secs(5)), [ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3")]);

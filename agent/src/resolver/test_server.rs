@@ -1,12 +1,18 @@
 //! A tiny DNS server for tests: UDP and TCP on one ephemeral port of a
 //! loopback address, answering every query through a handler, and remembering the
-//! queries it saw. Also a builder for crafted responses.
+//! queries it saw. Also a builder for crafted responses, written byte by
+//! byte so that tests can send malformed or spoofed ones.
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::wire::{parse_question, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_CNAME};
+use hickory_resolver::proto::op::Message;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_AAAA: u16 = 28;
+pub const CLASS_IN: u16 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -48,9 +54,12 @@ impl TestServer {
     /// both UDP and TCP (e.g. no IPv6 in the test environment).
     pub fn start_on(ip: IpAddr, handler: impl Fn(&Seen, &[u8]) -> Reply + Send + Sync + 'static) -> Option<TestServer> {
         let (udp, tcp) = bind_pair(ip)?;
-        let addr = udp.local_addr().ok()?;
+        Some(TestServer::serve(udp, tcp, Arc::new(handler)))
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, handler: Arc<Handler>) -> TestServer {
+        let addr = udp.local_addr().expect("bound address");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
         {
             let (seen, handler) = (seen.clone(), handler.clone());
             std::thread::spawn(move || serve_udp(udp, &seen, &*handler));
@@ -64,7 +73,22 @@ impl TestServer {
                 }
             });
         }
-        Some(TestServer { addr, seen })
+        TestServer { addr, seen }
+    }
+
+    /// Starts serving on port 53 of a free address in 127.83.0.0/16, for
+    /// code that reads a `resolv.conf` (which cannot name a port).
+    pub fn start_on_port_53(handler: impl Fn(&Seen, &[u8]) -> Reply + Send + Sync + 'static) -> Option<TestServer> {
+        let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let seed = std::process::id() as u16 ^ clock as u16;
+        let handler: Arc<Handler> = Arc::new(handler);
+        for i in 0..200u16 {
+            let n = seed.wrapping_add(i.wrapping_mul(7919));
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 83, (n >> 8) as u8, (n & 0xff) as u8 | 1));
+            let (Ok(udp), Ok(tcp)) = (UdpSocket::bind((ip, 53)), TcpListener::bind((ip, 53))) else { continue };
+            return Some(TestServer::serve(udp, tcp, handler));
+        }
+        None
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -88,15 +112,17 @@ fn bind_pair(ip: IpAddr) -> Option<(UdpSocket, TcpListener)> {
     None
 }
 
+/// The query in `msg`, its name in lowercase without the trailing dot.
 fn note(seen: &Mutex<Vec<Seen>>, transport: Transport, msg: &[u8]) -> Option<Seen> {
-    let (header, question, _) = parse_question(msg).ok()?;
-    let question = question?;
+    let query = Message::from_vec(msg).ok()?;
+    let question = query.queries.first()?;
+    let name = question.name().to_ascii().to_ascii_lowercase();
     let s = Seen {
         transport,
-        id: header.id,
-        name: question.name,
-        qtype: question.qtype,
-        recursion_desired: header.recursion_desired(),
+        id: query.metadata.id,
+        name: name.strip_suffix('.').unwrap_or(&name).to_string(),
+        qtype: question.query_type().into(),
+        recursion_desired: query.metadata.recursion_desired,
     };
     seen.lock().expect("log lock").push(s.clone());
     Some(s)
@@ -193,11 +219,11 @@ fn push_name(out: &mut Vec<u8>, name: &str) {
 /// A response with id `id` to the question (`qname`, `qtype`): QR, RD and
 /// RA set, TC when `truncated`. Owners equal to `qname` are compressed
 /// (pointer to the question), the others written out.
-pub fn build(id: u16, qname: &str, qtype: u16, rcode: u8, truncated: bool, answers: &[Rr]) -> Vec<u8> {
+pub fn build(id: u16, qname: &str, qtype: u16, rcode: u16, truncated: bool, answers: &[Rr]) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&id.to_be_bytes());
     m.push(0x81 | if truncated { 0x02 } else { 0 });
-    m.push(0x80 | rcode);
+    m.push(0x80 | (rcode & 0x0f) as u8);
     m.extend_from_slice(&1u16.to_be_bytes());
     m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
     m.extend_from_slice(&[0, 0, 0, 0]);
@@ -230,6 +256,6 @@ pub fn build(id: u16, qname: &str, qtype: u16, rcode: u8, truncated: bool, answe
 }
 
 /// The response to `query` (its id and question) with `rcode` and `answers`.
-pub fn respond(query: &Seen, rcode: u8, truncated: bool, answers: &[Rr]) -> Vec<u8> {
+pub fn respond(query: &Seen, rcode: u16, truncated: bool, answers: &[Rr]) -> Vec<u8> {
     build(query.id, &query.name, query.qtype, rcode, truncated, answers)
 }

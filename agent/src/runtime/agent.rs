@@ -11,7 +11,6 @@
 //! work they cause is done, so a burst costs one compile and one apply.
 //! Objects changing cost a compile; a cgroup change only an apply.
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,7 @@ use crate::cgroups::{self, CgroupIndex};
 use crate::compiler::{self, CompilerConfig};
 use crate::datapath::{self, bpffs::PinDir, load::AgentDatapath, load::AttachOutcome};
 use crate::desired::{DesiredState, Diagnostic, Severity};
+use crate::metrics::{Health, MapsSource, Metrics, PodModes, Sources};
 use crate::model::{Change, ObjectKind, Snapshot};
 use crate::source::{self, ObjectChange, SourceEvent};
 
@@ -36,8 +36,10 @@ use crate::source::{self, ObjectChange, SourceEvent};
 /// maps allow the previous answers, than on a first start.
 const FIRST_RESOLVE_WAIT: Duration = Duration::from_secs(3);
 const TAKEOVER_RESOLVE_WAIT: Duration = Duration::from_secs(12);
-/// The loop's heartbeat: resolver answers and waits are looked at this often.
+/// The loop's heartbeat: waits are looked at this often.
 const TICK: Duration = Duration::from_millis(100);
+/// `/healthz` fails when the loop has not beaten for this long.
+const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs the loop until killed.
 pub async fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
@@ -57,7 +59,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     }) {
         warn!(error = %e, "no inotify on the cgroup tree; new pods are found by the periodic scan only");
     }
-    let mut agent = Agent::new(cfg, events)?;
+    let mut agent = Agent::new(cfg, events).await?;
+    let mut hosts_rx = agent.resolver.subscribe();
     let mut rescan = tokio::time::interval(agent.cfg.rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(TICK);
@@ -73,6 +76,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
                 }
             },
             Some(at) = cg_rx.recv() => agent.on_cgroups(at),
+            Ok(()) = hosts_rx.changed() => agent.on_hosts(),
             _ = rescan.tick() => agent.on_rescan(),
             _ = tick.tick() => agent.on_tick(),
         }
@@ -132,7 +136,9 @@ struct Agent {
     hosts_deadline: Option<Instant>,
     status: StatusFile,
     latency: LatencyStats,
-    generation: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    /// The metrics' handles on the maps, set when the datapath is loaded.
+    metric_maps: Arc<MapsSource>,
     events: Option<source::kubernetes::Recorder>,
     /// Error diagnostics already sent as Kubernetes Events.
     reported: BTreeSet<(String, String, String)>,
@@ -141,17 +147,27 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(cfg: AgentConfig, events: Option<source::kubernetes::Recorder>) -> Result<Self, RuntimeError> {
+    async fn new(cfg: AgentConfig, events: Option<source::kubernetes::Recorder>) -> Result<Self, RuntimeError> {
         // Taking over a running datapath: its maps allow the previous
         // agent's answers, which stay allowed for the time they have left.
         let takeover = PinDir::new(&cfg.bpffs).require_pinned().is_ok();
         let hosts_path = cfg.state_dir.join(state::HOSTS_FILE);
         let remembered = if takeover { hosts::load(&hosts_path) } else { hosts::Remembered::new() };
         let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone(), remembered);
-        let generation = Arc::new(AtomicU64::new(0));
+        let health = Arc::new(Health::new(STALE_AFTER));
+        let metric_maps = Arc::new(MapsSource::default());
+        let metrics = Arc::new(Metrics::new(Sources {
+            counters: metric_maps.clone(),
+            map_fill: metric_maps.clone(),
+            health,
+            object_hash: datapath::object::hash(),
+        }));
         if let Some(addr) = &cfg.metrics_addr {
-            super::http::spawn(addr, cfg.bpffs.clone(), generation.clone())
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
                 .map_err(|source| RuntimeError::Metrics { addr: addr.clone(), source })?;
+            info!(%addr, "serving /metrics, /healthz and /readyz");
+            tokio::spawn(super::http::serve(listener, super::http::HttpState::new(Arc::clone(&metrics))));
         }
         let cgroups = match cgroups::discover(&cfg.cgroup_root) {
             Ok(found) => found,
@@ -180,7 +196,8 @@ impl Agent {
             hosts_deadline: None,
             status,
             latency: LatencyStats::default(),
-            generation,
+            metrics,
+            metric_maps,
             events,
             reported: BTreeSet::new(),
             waiting_status: None,
@@ -218,11 +235,13 @@ impl Agent {
             SourceEvent::Synced { kind } => {
                 if self.synced.insert(kind) {
                     debug!(kind = kind.as_str(), "initial list done");
+                    self.metrics.set_synced(kind.as_str(), true);
                 }
                 self.sync.entry(kind).or_default().synced = true;
             }
             SourceEvent::WatchError { kind, message } => {
                 warn!(kind = kind.as_str(), error = %message, "watch failed; retrying with backoff (the datapath keeps the last state)");
+                self.metrics.watch_error(kind.as_str());
                 let s = self.sync.entry(kind).or_default();
                 s.errors += 1;
                 s.last_error = Some(message);
@@ -255,23 +274,26 @@ impl Agent {
     }
 
     fn on_tick(&mut self) {
+        self.metrics.health().beat();
         if self.status.generation == 0 {
             self.write_waiting_status();
         }
-        let Some(desired) = &self.desired else { return };
-        // Host answers: follow them as they change (TTL expiry, new
-        // addresses); names no longer used are dropped by the resolver.
-        self.resolver.want(&desired.hosts);
+    }
+
+    /// The resolver's addresses changed (TTL expiry, new answers): rebind
+    /// and save them for the next agent.
+    fn on_hosts(&mut self) {
         let published = self.resolver.published();
-        if published.version != self.hosts_version {
-            self.hosts_version = published.version;
-            self.dirty_compile = true;
-            self.waiting.push(("dns", Instant::now()));
-            info!(hosts = published.addresses.len(), "host addresses changed");
-            let path = self.cfg.state_dir.join(state::HOSTS_FILE);
-            if let Err(e) = hosts::save(&path, &published) {
-                warn!(path = %path.display(), error = %e, "cannot save the host addresses for the next agent");
-            }
+        if published.version == self.hosts_version {
+            return;
+        }
+        self.hosts_version = published.version;
+        self.dirty_compile = true;
+        self.waiting.push(("dns", Instant::now()));
+        info!(hosts = published.addresses.len(), "host addresses changed");
+        let path = self.cfg.state_dir.join(state::HOSTS_FILE);
+        if let Err(e) = hosts::save(&path, &published) {
+            warn!(path = %path.display(), error = %e, "cannot save the host addresses for the next agent");
         }
     }
 
@@ -370,6 +392,8 @@ impl Agent {
             }
         }
         self.report_rejections(&desired.diagnostics);
+        self.resolver.want(&desired.hosts);
+        self.metrics.set_rejected(rejected_counts(&desired.diagnostics));
         // Risky set-ups, for `tollgate analyze` (live).
         let report = crate::analyze::analyze(&self.store, &desired, &config);
         let path = self.cfg.state_dir.join(state::ANALYSIS_FILE);
@@ -402,6 +426,11 @@ impl Agent {
         if self.datapath.is_none() {
             let dp = datapath::load::start_agent_datapath(PinDir::new(&self.cfg.bpffs), &self.cfg.cgroup_root)?;
             self.status.adopted = dp.outcome == AttachOutcome::Adopted;
+            // The metrics read through handles of their own, opened once.
+            match datapath::pinned::Maps::open_pinned(&dp.pins) {
+                Ok(maps) => self.metric_maps.set(maps),
+                Err(e) => warn!(error = %e, "the metrics cannot open the pinned maps; datapath metrics stay empty"),
+            }
             self.datapath = Some(dp);
         }
         let Some(dp) = self.datapath.as_mut() else { return Ok(()) };
@@ -409,20 +438,25 @@ impl Agent {
         let (report, registered) = match datapath::reconcile::apply(&mut dp.maps, desired, &self.cgroups) {
             Ok(done) => done,
             Err(e) => {
+                self.metrics.observe_apply(started.elapsed(), Err(&e));
                 warn!(error = %e, "applying to the datapath failed; retrying");
                 self.status.last_error = Some(e.to_string());
                 return Ok(());
             }
         };
+        self.metrics.observe_apply(started.elapsed(), Ok(()));
         let done = Instant::now();
         // Changes before the first apply waited for the initial sync: they
         // are start-up time, not event-to-map latency.
         let first = self.status.generation == 0;
-        for (_, at) in self.waiting.drain(..) {
+        for (kind, at) in self.waiting.drain(..) {
             if !first {
-                self.latency.observe(done.saturating_duration_since(at));
+                let d = done.saturating_duration_since(at);
+                self.latency.observe(d);
+                self.metrics.observe_event_to_map(kind, d);
             }
         }
+        self.metrics.set_enforced_pods(PodModes::count(desired.workloads.values().map(|w| w.mode)));
         self.dirty_apply = false;
         let workloads = desired
             .workloads
@@ -464,8 +498,29 @@ impl Agent {
             .map_err(|source| RuntimeError::Status { path: explain_path.clone(), source })?;
         let status_path = self.cfg.state_dir.join(state::STATUS_FILE);
         status.write(&status_path).map_err(|source| RuntimeError::Status { path: status_path.clone(), source })?;
-        self.generation.store(status.generation, Ordering::Relaxed);
+        self.metrics.set_ready(true);
         debug!(generation = status.generation, "datapath in sync");
         Ok(())
     }
+}
+
+/// Objects Tollgate cannot read now, by kind and reason (the field path
+/// without indices, so that the label stays bounded).
+fn rejected_counts(diags: &[Diagnostic]) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for d in diags {
+        let kind = crate::model::ObjectRef::parse(&d.object).map(|r| r.kind.as_str().to_owned()).unwrap_or_else(|| "other".to_owned());
+        let mut reason = String::with_capacity(d.field.len());
+        let mut depth = 0;
+        for c in d.field.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if depth == 0 => reason.push(c),
+                _ => {}
+            }
+        }
+        *out.entry((kind, reason)).or_insert(0) += 1;
+    }
+    out
 }

@@ -1,47 +1,63 @@
 //! Resolving the host names the rules need (OSM `Egress` hosts,
-//! `MESH_INTERNAL` ServiceEntry endpoints) off the main loop: a thread
-//! owns the [`HostTable`], starts each due lookup on a thread of its own
-//! (a slow or dead name server holds up only the names it is asked
-//! about), records each answer as of the moment its query was sent, and
-//! publishes the currently valid addresses; the loop recompiles when they
-//! change. Addresses stay valid until their own TTL runs out, so the
-//! datapath never drops a still-valid answer between two lookups.
-use std::collections::{BTreeMap, BTreeSet};
+//! `MESH_INTERNAL` ServiceEntry endpoints) beside the agent's loop: a tokio
+//! task owns the [`HostTable`], runs each due lookup as a task of its own
+//! (a slow or dead name server holds up only the names it is asked about),
+//! records each answer as of the moment its query was sent, and publishes
+//! the currently valid addresses on a `watch` channel, which wakes the
+//! runtime when they change. Addresses stay valid until their own lifetime
+//! (TTL, at most one hour) runs out, so the datapath never drops a
+//! still-valid answer between two lookups.
+//!
+//! The runtime's side: [`HostResolver::spawn`] once (inside a tokio
+//! runtime), [`HostResolver::want`] after every compilation, and
+//! [`HostResolver::subscribe`] to `changed().await` on new addresses
+//! (or [`HostResolver::published`] to read them). [`save`] after a change
+//! and [`load`] on a takeover keep the answers across restarts.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::resolver::{HostStatus, HostTable, Lookup, ResolveError, SystemResolver, TtlPolicy};
+use crate::resolver::{HostStatus, HostTable, Lookup, LookupResult, ResolveError, SystemResolver, TtlPolicy};
 
 /// How long `resolve_once` waits for all names (one-shot commands).
 const ONE_SHOT_DEADLINE: Duration = Duration::from_secs(10);
-/// Longest sleep of the resolver thread when nothing is due.
+/// Longest sleep of the resolver task when nothing is due.
 const IDLE: Duration = Duration::from_secs(30);
-/// How often expiries are checked while lookups are in flight (answers
-/// wake the thread at once).
-const IN_FLIGHT_POLL: Duration = Duration::from_millis(250);
 /// Lookups running at once.
 const MAX_IN_FLIGHT: usize = 32;
+/// A lookup that has not finished after this long is abandoned as failed
+/// (the client's own timeouts end it well before: 5 rounds × 3 servers ×
+/// 30 s is resolv.conf's worst case).
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(450);
 
-/// Where the resolver thread gets its lookups from (the system resolver,
-/// or a scripted one in tests).
-pub type Resolvers = Box<dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send>;
+/// Where the resolver task gets its lookups from, once for every round of
+/// due names (the system resolver re-reads `resolv.conf`; tests script
+/// their answers).
+pub type Lookups = Arc<dyn Fn() -> Result<Arc<dyn Lookup>, ResolveError> + Send + Sync>;
 
-/// What the resolver thread publishes.
+/// What the resolver task publishes.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
     /// Bumped whenever `addresses` changes.
     pub version: u64,
     pub addresses: BTreeMap<String, Vec<IpAddr>>,
     pub status: Vec<HostStatus>,
-    /// Every wanted name has been asked about at least once (answered or
-    /// failed).
+    /// Every name of the wanted set `wanted_version` has been asked about
+    /// at least once (answered or failed). [`HostResolver::published`]
+    /// clears it while the task has not yet seen the latest
+    /// [`HostResolver::want`].
     pub settled: bool,
+    /// Which call of [`HostResolver::want`] (counted from 1) `settled`
+    /// is about.
+    pub wanted_version: u64,
     /// `addresses` with the wall-clock time each stops being valid (what
     /// a restarted agent remembers, see [`save`]).
     pub expiries: BTreeMap<String, Vec<(IpAddr, SystemTime)>>,
@@ -79,7 +95,8 @@ pub fn save(path: &Path, published: &Published) -> std::io::Result<()> {
 }
 
 /// What a previous agent saved at `path` and is still valid; nothing when
-/// the file is missing or unreadable (reported).
+/// the file is missing or unreadable (reported). The host table caps what
+/// is left at its one-hour maximum.
 pub fn load(path: &Path) -> Remembered {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -113,228 +130,301 @@ pub fn load(path: &Path) -> Remembered {
         .collect()
 }
 
-/// The answer of one lookup thread.
+/// The wanted names, numbered by [`HostResolver::want`].
+#[derive(Clone, Debug, Default)]
+struct Wanted {
+    version: u64,
+    hosts: BTreeSet<String>,
+}
+
+/// Handle of the resolver task; dropping it stops the task (and the
+/// lookups in flight).
+pub struct HostResolver {
+    wanted: watch::Sender<Wanted>,
+    published: watch::Receiver<Published>,
+}
+
+impl HostResolver {
+    /// Starts the task on the current tokio runtime (panics outside one,
+    /// as `tokio::spawn` does), resolving through the name servers of
+    /// `resolv_conf` (re-read at every round, as glibc does on change).
+    /// `remembered` holds addresses a previous agent allowed, with the time
+    /// they have left: they stay allowed for it (one hour at most) while
+    /// the names are asked again.
+    pub fn spawn(resolv_conf: PathBuf, remembered: Remembered) -> Self {
+        let lookups: Lookups = Arc::new(move || {
+            SystemResolver::from_resolv_conf(&resolv_conf).map(|r| Arc::new(r) as Arc<dyn Lookup>)
+        });
+        Self::spawn_with(lookups, remembered)
+    }
+
+    /// Starts the task with lookups from `lookups`.
+    pub fn spawn_with(lookups: Lookups, remembered: Remembered) -> Self {
+        let (wanted, wanted_rx) = watch::channel(Wanted::default());
+        let (published_tx, published) = watch::channel(Published::default());
+        tokio::spawn(Task::new(lookups, remembered).run(wanted_rx, published_tx));
+        Self { wanted, published }
+    }
+
+    /// Ask for exactly these names (wakes the task when they change).
+    pub fn want(&self, hosts: &BTreeSet<String>) {
+        self.wanted.send_if_modified(|w| {
+            if &w.hosts == hosts {
+                return false;
+            }
+            w.version += 1;
+            w.hosts = hosts.clone();
+            true
+        });
+    }
+
+    /// What the task publishes now; `settled` only once it has asked
+    /// about the names of the latest [`HostResolver::want`].
+    pub fn published(&self) -> Published {
+        let mut p = self.published.borrow().clone();
+        p.settled &= p.wanted_version == self.wanted.borrow().version;
+        p
+    }
+
+    /// A receiver that wakes (`changed().await`) when the addresses
+    /// change, or when `settled` or `wanted_version` does. Status lines
+    /// and lookup errors are updated without waking it.
+    pub fn subscribe(&self) -> watch::Receiver<Published> {
+        self.published.clone()
+    }
+
+    /// Waits until every wanted name has been asked about, at most
+    /// `within`; true when settled.
+    pub async fn settled(&self, within: Duration) -> bool {
+        let mut rx = self.subscribe();
+        let version = self.wanted.borrow().version;
+        let done = tokio::time::timeout(within, rx.wait_for(|p| p.settled && p.wanted_version == version)).await;
+        matches!(done, Ok(Ok(_)))
+    }
+}
+
+/// The answer of one lookup task.
 struct Answer {
     host: String,
     /// When the query was sent: lifetimes count from here.
     asked: Instant,
-    result: Result<Vec<(IpAddr, Duration)>, ResolveError>,
+    result: LookupResult,
 }
 
-#[derive(Default)]
-struct Shared {
-    wanted: BTreeSet<String>,
-    wanted_version: u64,
-    published: Published,
-    answers: Vec<Answer>,
+/// The state of the resolver task.
+struct Task {
+    lookups: Lookups,
+    table: HostTable,
+    /// Remembered addresses with their expiry, seeded into the table when
+    /// their name is first wanted (the runtime says which names it wants
+    /// only after it has read its input).
+    remembered: BTreeMap<String, Vec<(IpAddr, Instant)>>,
+    wanted: Wanted,
+    in_flight: JoinSet<Answer>,
+    /// Host of each lookup task (to report a task that panicked).
+    in_flight_hosts: HashMap<tokio::task::Id, String>,
+    asked_once: BTreeSet<String>,
 }
 
-/// Handle of the resolver thread.
-#[derive(Clone)]
-pub struct HostResolver {
-    shared: Arc<(Mutex<Shared>, Condvar)>,
-}
-
-impl HostResolver {
-    /// Start the thread, resolving through the nameservers of
-    /// `resolv_conf` (re-read at every round, as glibc does on change).
-    /// `remembered` holds addresses a previous agent allowed, with the time
-    /// they have left: they stay allowed for it while the names are asked
-    /// again.
-    pub fn spawn(resolv_conf: PathBuf, remembered: Remembered) -> Self {
-        let resolvers: Resolvers = Box::new(move || {
-            SystemResolver::from_resolv_conf(&resolv_conf).map(|r| Arc::new(r) as Arc<dyn Lookup + Send + Sync>)
-        });
-        Self::spawn_with(resolvers, remembered)
-    }
-
-    /// Start the thread with lookups from `resolvers` (called for every
-    /// round of due names).
-    pub fn spawn_with(resolvers: Resolvers, remembered: Remembered) -> Self {
-        let handle = Self { shared: Arc::new((Mutex::new(Shared::default()), Condvar::new())) };
-        let worker = handle.clone();
-        std::thread::Builder::new()
-            .name("tollgate-resolver".into())
-            .spawn(move || worker.run(&*resolvers, remembered))
-            .map(|_| ())
-            .unwrap_or_else(|e| warn!(error = %e, "cannot start the resolver thread; host names stay unresolved"));
-        handle
-    }
-
-    /// Ask for exactly these names (wakes the thread when they change).
-    pub fn want(&self, hosts: &BTreeSet<String>) {
-        let (lock, wake) = &*self.shared;
-        let mut shared = lock.lock().unwrap_or_else(|p| p.into_inner());
-        if &shared.wanted != hosts {
-            shared.wanted = hosts.clone();
-            shared.wanted_version += 1;
-            // Until the thread has asked about the new names.
-            shared.published.settled = false;
-            wake.notify_all();
+impl Task {
+    fn new(lookups: Lookups, remembered: Remembered) -> Self {
+        let start = Instant::now();
+        Task {
+            lookups,
+            table: HostTable::new(TtlPolicy::default()),
+            remembered: remembered
+                .into_iter()
+                .map(|(host, addrs)| (host, addrs.into_iter().map(|(ip, left)| (ip, start + left)).collect()))
+                .collect(),
+            wanted: Wanted::default(),
+            in_flight: JoinSet::new(),
+            in_flight_hosts: HashMap::new(),
+            asked_once: BTreeSet::new(),
         }
     }
 
-    pub fn published(&self) -> Published {
-        let (lock, _) = &*self.shared;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).published.clone()
+    async fn run(mut self, mut wanted: watch::Receiver<Wanted>, published: watch::Sender<Published>) {
+        let mut changed = false;
+        loop {
+            let now = Instant::now();
+            changed |= self.start_due(now);
+            changed |= self.table.expire(now.into_std());
+            self.publish(&published, now, std::mem::take(&mut changed));
+            let wake = match self.table.next_deadline() {
+                Some(d) => Instant::from_std(d).min(now + IDLE),
+                None => now + IDLE,
+            };
+            tokio::select! {
+                w = wanted.changed() => {
+                    if w.is_err() {
+                        // The handle is gone: so is everyone who listens.
+                        return;
+                    }
+                    let w = wanted.borrow_and_update().clone();
+                    changed |= self.set_wanted(w);
+                }
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    changed |= self.record(joined);
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 
-    fn run(&self, resolvers: &(dyn Fn() -> Result<Arc<dyn Lookup + Send + Sync>, ResolveError> + Send), remembered: Remembered) {
-        let mut table = HostTable::new(TtlPolicy::default());
-        // Remembered addresses as instants, seeded into the table when
-        // their name is first wanted (the runtime says which names it
-        // wants only after it has read its input).
-        let start = Instant::now();
-        let mut remembered: BTreeMap<String, Vec<(IpAddr, Instant)>> = remembered
-            .into_iter()
-            .map(|(host, addrs)| (host, addrs.into_iter().map(|(ip, left)| (ip, start + left)).collect()))
-            .collect();
-        let (lock, wake) = &*self.shared;
-        let mut seen_wanted = u64::MAX;
-        let mut in_flight: BTreeSet<String> = BTreeSet::new();
-        let mut asked_once: BTreeSet<String> = BTreeSet::new();
-        loop {
-            let (wanted, answers) = {
-                let mut shared = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let wanted = (shared.wanted_version != seen_wanted).then(|| {
-                    seen_wanted = shared.wanted_version;
-                    shared.wanted.clone()
-                });
-                (wanted, std::mem::take(&mut shared.answers))
-            };
-            let mut changed = false;
-            if let Some(w) = wanted {
-                asked_once.retain(|h| w.contains(h));
-                changed |= table.set_hosts(w);
-                let now = Instant::now();
-                remembered.retain(|host, addrs| {
-                    if !table.wants(host) {
-                        return true;
-                    }
-                    let left: Vec<(IpAddr, Duration)> = addrs
-                        .iter()
-                        .filter(|(_, until)| *until > now)
-                        .map(|(ip, until)| (*ip, *until - now))
-                        .collect();
-                    changed |= table.seed(host, now, &left);
-                    false
-                });
+    fn set_wanted(&mut self, wanted: Wanted) -> bool {
+        self.asked_once.retain(|h| wanted.hosts.contains(h));
+        let mut changed = self.table.set_hosts(wanted.hosts.iter().cloned());
+        self.wanted = wanted;
+        let now = Instant::now();
+        let table = &mut self.table;
+        self.remembered.retain(|host, addrs| {
+            if !table.wants(host) {
+                return true;
             }
-            for a in answers {
-                in_flight.remove(&a.host);
-                if let Err(e) = &a.result {
-                    debug!(host = %a.host, error = %e, "lookup failed");
+            let left: Vec<(IpAddr, Duration)> = addrs
+                .iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(ip, until)| (*ip, *until - now))
+                .collect();
+            changed |= table.seed(host, now.into_std(), &left);
+            false
+        });
+        changed
+    }
+
+    fn record(&mut self, joined: Result<(tokio::task::Id, Answer), tokio::task::JoinError>) -> bool {
+        let answer = match joined {
+            Ok((id, answer)) => {
+                self.in_flight_hosts.remove(&id);
+                answer
+            }
+            Err(e) => {
+                let Some(host) = self.in_flight_hosts.remove(&e.id()) else { return false };
+                warn!(%host, error = %e, "a lookup task failed");
+                let result = Err(ResolveError::Setup(format!("resolving {host}: the lookup task failed: {e}")));
+                Answer { host, asked: Instant::now(), result }
+            }
+        };
+        if let Err(e) = &answer.result {
+            debug!(host = %answer.host, error = %e, "lookup failed");
+        }
+        let changed = self.table.record(&answer.host, answer.asked.into_std(), answer.result);
+        self.asked_once.insert(answer.host);
+        changed
+    }
+
+    /// Starts a lookup task for each due name not already in flight.
+    fn start_due(&mut self, now: Instant) -> bool {
+        let asking: BTreeSet<&String> = self.in_flight_hosts.values().collect();
+        let due: Vec<String> = self.table.due(now.into_std()).into_iter().filter(|h| !asking.contains(h)).collect();
+        if due.is_empty() {
+            return false;
+        }
+        let lookup = match (self.lookups)() {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                warn!(error = %e, "cannot set up the resolver");
+                let mut changed = false;
+                for host in due {
+                    changed |= self.table.record(&host, now.into_std(), Err(ResolveError::Setup(e.to_string())));
+                    self.asked_once.insert(host);
                 }
-                changed |= table.record(&a.host, a.asked, a.result);
-                asked_once.insert(a.host);
+                return changed;
             }
-            let now = Instant::now();
-            let due: Vec<String> = table.due(now).into_iter().filter(|h| !in_flight.contains(h)).collect();
-            if !due.is_empty() {
-                match resolvers() {
-                    Ok(lookup) => {
-                        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
-                        for host in due.into_iter().take(room) {
-                            in_flight.insert(host.clone());
-                            self.start_lookup(Arc::clone(&lookup), host);
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "cannot read the resolver configuration");
-                        for host in due {
-                            let err = ResolveError::Setup(e.to_string());
-                            changed |= table.record(&host, now, Err(err));
-                            asked_once.insert(host);
-                        }
-                    }
-                }
-            }
-            changed |= table.expire(now);
-            let mut shared = lock.lock().unwrap_or_else(|p| p.into_inner());
-            shared.published.status = table.status(now);
-            shared.published.settled = shared.wanted.iter().all(|h| asked_once.contains(h));
+        };
+        let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.len());
+        for host in due.into_iter().take(room) {
+            let lookup = Arc::clone(&lookup);
+            let name = host.clone();
+            let task = self.in_flight.spawn(async move {
+                let asked = Instant::now();
+                let result = bounded(&*lookup, &name, LOOKUP_DEADLINE).await;
+                Answer { host: name, asked, result }
+            });
+            self.in_flight_hosts.insert(task.id(), host);
+        }
+        false
+    }
+
+    fn publish(&self, published: &watch::Sender<Published>, now: Instant, changed: bool) {
+        let settled = self.wanted.hosts.iter().all(|h| self.asked_once.contains(h));
+        let now_std = now.into_std();
+        published.send_if_modified(|p| {
+            p.status = self.table.status(now_std);
+            let notify = changed || p.settled != settled || p.wanted_version != self.wanted.version;
+            p.settled = settled;
+            p.wanted_version = self.wanted.version;
             if changed {
-                shared.published.version += 1;
-                shared.published.addresses = table.addresses(now);
+                p.version += 1;
+                p.addresses = self.table.addresses(now_std);
                 let wall = SystemTime::now();
-                shared.published.expiries = table
-                    .lifetimes(now)
+                p.expiries = self
+                    .table
+                    .lifetimes(now_std)
                     .into_iter()
                     .map(|(host, addrs)| (host, addrs.into_iter().map(|(ip, left)| (ip, wall + left)).collect()))
                     .collect();
-                debug!(version = shared.published.version, "host addresses changed");
+                debug!(version = p.version, "host addresses changed");
             }
-            let sleep = match table.next_deadline() {
-                Some(d) if d > now => (d - now).min(IDLE),
-                // Due but in flight: the answer wakes us.
-                Some(_) => IN_FLIGHT_POLL,
-                None => IDLE,
-            }
-            .max(Duration::from_millis(50));
-            if shared.wanted_version == seen_wanted && shared.answers.is_empty() {
-                let _ = wake.wait_timeout(shared, sleep);
-            }
-        }
-    }
-
-    /// One lookup on a thread of its own; its answer wakes the resolver.
-    fn start_lookup(&self, lookup: Arc<dyn Lookup + Send + Sync>, host: String) {
-        let worker = self.clone();
-        let name = host.clone();
-        let spawned = std::thread::Builder::new().name("tollgate-lookup".into()).spawn(move || {
-            let asked = Instant::now();
-            let result = lookup.lookup(&host);
-            worker.deliver(Answer { host, asked, result });
+            notify
         });
-        if let Err(e) = spawned {
-            warn!(host = %name, error = %e, "cannot start a lookup thread");
-            let err = ResolveError::Setup(format!("resolving {name}: cannot start a lookup thread: {e}"));
-            self.deliver(Answer { host: name, asked: Instant::now(), result: Err(err) });
-        }
     }
+}
 
-    /// Hands an answer to the resolver thread and wakes it.
-    fn deliver(&self, answer: Answer) {
-        let (lock, wake) = &*self.shared;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).answers.push(answer);
-        wake.notify_all();
+/// One lookup, given up after `deadline`.
+async fn bounded(lookup: &dyn Lookup, host: &str, deadline: Duration) -> LookupResult {
+    match tokio::time::timeout(deadline, lookup.lookup(host)).await {
+        Ok(result) => result,
+        Err(_) => Err(ResolveError::GaveUp { host: host.to_string(), after: deadline }),
     }
 }
 
 /// Resolve `hosts` once (for `verify --manifests` and `analyze`): the
 /// addresses each name has now; names that fail map to nothing, with a
-/// warning on stderr.
+/// warning on stderr. Blocking; callable from inside a tokio runtime too
+/// (it runs its own on a thread of its own).
 pub fn resolve_once(hosts: &BTreeSet<String>, resolv_conf: &Path) -> BTreeMap<String, Vec<IpAddr>> {
+    std::thread::scope(|s| {
+        s.spawn(|| match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(resolve_once_async(hosts, resolv_conf)),
+            Err(e) => {
+                eprintln!("warning: cannot resolve {} host name(s): cannot start the resolver: {e}", hosts.len());
+                BTreeMap::new()
+            }
+        })
+        .join()
+        .unwrap_or_default()
+    })
+}
+
+/// [`resolve_once`] for callers inside a tokio runtime.
+pub async fn resolve_once_async(hosts: &BTreeSet<String>, resolv_conf: &Path) -> BTreeMap<String, Vec<IpAddr>> {
     let lookup = match SystemResolver::from_resolv_conf(resolv_conf) {
-        Ok(l) => Arc::new(l) as Arc<dyn Lookup + Send + Sync>,
+        Ok(l) => Arc::new(l) as Arc<dyn Lookup>,
         Err(e) => {
             eprintln!("warning: cannot resolve {} host name(s): {e}", hosts.len());
             return BTreeMap::new();
         }
     };
-    resolve_all(hosts, lookup, ONE_SHOT_DEADLINE)
+    resolve_all(hosts, lookup, ONE_SHOT_DEADLINE).await
 }
 
-/// Looks up every name at once, each on its own thread, and waits at most
-/// `deadline` in all; names not answered by then map to nothing.
-fn resolve_all(hosts: &BTreeSet<String>, lookup: Arc<dyn Lookup + Send + Sync>, deadline: Duration) -> BTreeMap<String, Vec<IpAddr>> {
-    let (tx, rx) = std::sync::mpsc::channel();
+/// Looks up every name at once, each in a task of its own, and waits at
+/// most `deadline` in all; names not answered by then map to nothing.
+async fn resolve_all(hosts: &BTreeSet<String>, lookup: Arc<dyn Lookup>, deadline: Duration) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut tasks = JoinSet::new();
     for host in hosts {
-        let (tx, lookup, host) = (tx.clone(), Arc::clone(&lookup), host.clone());
-        let spawned = std::thread::Builder::new().name("tollgate-lookup".into()).spawn(move || {
-            let result = lookup.lookup(&host);
-            let _ = tx.send((host, result));
+        let (lookup, host) = (Arc::clone(&lookup), host.clone());
+        tasks.spawn(async move {
+            let result = lookup.lookup(&host).await;
+            (host, result)
         });
-        if let Err(e) = spawned {
-            eprintln!("warning: cannot start a lookup thread: {e}");
-        }
     }
-    drop(tx);
     let end = Instant::now() + deadline;
     let mut out: BTreeMap<String, Vec<IpAddr>> = hosts.iter().map(|h| (h.clone(), Vec::new())).collect();
     let mut answered = BTreeSet::new();
-    while answered.len() < hosts.len() {
-        let Ok((host, result)) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) else { break };
+    while let Ok(Some(joined)) = tokio::time::timeout_at(end, tasks.join_next()).await {
+        let Ok((host, result)) = joined else { continue };
         match result {
             Ok(answers) => {
                 let mut ips: Vec<IpAddr> = answers.into_iter().map(|(ip, _)| ip).collect();
@@ -353,108 +443,5 @@ fn resolve_all(hosts: &BTreeSet<String>, lookup: Arc<dyn Lookup + Send + Sync>, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Answers each name after its own delay.
-    struct Scripted(BTreeMap<&'static str, (Duration, &'static str)>);
-
-    impl Lookup for Scripted {
-        fn lookup(&self, host: &str) -> Result<Vec<(IpAddr, Duration)>, ResolveError> {
-            let (delay, ip) = self.0.get(host).copied().ok_or_else(|| ResolveError::Setup(format!("{host}: unknown")))?;
-            std::thread::sleep(delay);
-            Ok(vec![(ip.parse().expect("ip"), Duration::from_secs(30))])
-        }
-    }
-
-    fn wait_for(resolver: &HostResolver, what: impl Fn(&Published) -> bool) -> Published {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let p = resolver.published();
-            if what(&p) || Instant::now() > deadline {
-                return p;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    #[test]
-    fn a_slow_name_server_delays_only_its_own_names() {
-        let script = Scripted(BTreeMap::from([
-            ("fast.test", (Duration::ZERO, "192.0.2.1")),
-            ("slow.test", (Duration::from_millis(1500), "192.0.2.2")),
-        ]));
-        let lookup: Arc<dyn Lookup + Send + Sync> = Arc::new(script);
-        let resolver = HostResolver::spawn_with(Box::new(move || Ok(Arc::clone(&lookup))), Remembered::new());
-        let started = Instant::now();
-        resolver.want(&BTreeSet::from(["fast.test".to_owned(), "slow.test".to_owned()]));
-        let p = wait_for(&resolver, |p| p.addresses.get("fast.test").is_some_and(|a| !a.is_empty()));
-        assert!(started.elapsed() < Duration::from_millis(1000), "fast.test waited for slow.test: {:?}", started.elapsed());
-        assert_eq!(p.addresses["fast.test"], ["192.0.2.1".parse::<IpAddr>().expect("ip")]);
-        assert!(!p.settled, "slow.test is still being looked up");
-        let p = wait_for(&resolver, |p| p.settled);
-        assert!(p.settled);
-        assert_eq!(p.addresses["slow.test"], ["192.0.2.2".parse::<IpAddr>().expect("ip")]);
-        // The slow answer counts from when its query was sent, not from a
-        // round that started before it.
-        let slow = p.status.iter().find(|s| s.host == "slow.test").expect("status of slow.test");
-        assert!(slow.expires_in_s.is_some_and(|s| s >= 28), "{slow:?}");
-    }
-
-    #[test]
-    fn remembered_addresses_stay_allowed_while_the_name_server_is_down() {
-        let down: Arc<dyn Lookup + Send + Sync> = Arc::new(Scripted(BTreeMap::new()));
-        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
-        let remembered = Remembered::from([("osm.test".to_owned(), vec![(ip, Duration::from_secs(60))])]);
-        let resolver = HostResolver::spawn_with(Box::new(move || Ok(Arc::clone(&down))), remembered);
-        // As in the agent, the names come after the thread has started.
-        std::thread::sleep(Duration::from_millis(200));
-        resolver.want(&BTreeSet::from(["osm.test".to_owned()]));
-        let p = wait_for(&resolver, |p| p.settled);
-        assert!(p.settled, "the failed lookup settles the name");
-        assert_eq!(p.addresses["osm.test"], [ip], "a failed lookup keeps what is still valid");
-        let status = &p.status[0];
-        assert!(status.error.is_some() && status.expires_in_s.is_some_and(|s| s > 50), "{status:?}");
-    }
-
-    #[test]
-    fn saved_addresses_come_back_with_the_time_they_have_left() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("hosts.json");
-        assert!(load(&path).is_empty(), "no file: nothing remembered");
-        let now = SystemTime::now();
-        let (live, gone): (IpAddr, IpAddr) = ("192.0.2.1".parse().expect("ip"), "192.0.2.2".parse().expect("ip"));
-        let published = Published {
-            expiries: BTreeMap::from([(
-                "a.test".to_owned(),
-                vec![(live, now + Duration::from_secs(120)), (gone, now - Duration::from_secs(1))],
-            )]),
-            ..Published::default()
-        };
-        save(&path, &published).expect("save");
-        let back = load(&path);
-        let left = &back["a.test"];
-        assert_eq!(left.len(), 1, "expired addresses are not remembered: {left:?}");
-        assert_eq!(left[0].0, live);
-        assert!(left[0].1 > Duration::from_secs(110) && left[0].1 <= Duration::from_secs(120), "{left:?}");
-        std::fs::write(&path, "not json").expect("write");
-        assert!(load(&path).is_empty(), "a bad file is ignored");
-    }
-
-    #[test]
-    fn one_shot_lookups_run_together_and_give_up_at_the_deadline() {
-        let script = Scripted(BTreeMap::from([
-            ("a.test", (Duration::from_millis(300), "192.0.2.1")),
-            ("b.test", (Duration::from_millis(300), "192.0.2.2")),
-            ("hung.test", (Duration::from_secs(30), "192.0.2.3")),
-        ]));
-        let hosts: BTreeSet<String> = ["a.test", "b.test", "hung.test"].iter().map(|s| s.to_string()).collect();
-        let started = Instant::now();
-        let got = resolve_all(&hosts, Arc::new(script), Duration::from_millis(900));
-        let took = started.elapsed();
-        assert!(took < Duration::from_millis(2000), "waited {took:?}");
-        assert_eq!(got["a.test"], ["192.0.2.1".parse::<IpAddr>().expect("ip")]);
-        assert_eq!(got["b.test"], ["192.0.2.2".parse::<IpAddr>().expect("ip")]);
-        assert!(got["hung.test"].is_empty());
-    }
-}
+#[path = "hosts_tests.rs"]
+mod tests;
