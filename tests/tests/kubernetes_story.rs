@@ -140,7 +140,11 @@ fn the_istio_story_on_a_real_api_server() {
     w.wait_allowed(false, t, SEEN).expect("the restarted agent enforces the label set while it was away");
 
     // A pod deleted and re-created: a new UID and a new cgroup.
-    let old_uid = ks.story.agent().status().ok().and_then(|st| find_workload(&st, "test-egress", "sleep").map(|w| w["uid"].clone())).expect("old uid");
+    let agent = ks.story.agent.as_ref().expect("agent");
+    let old_uid = poll("the restarted agent's status", SEEN, || {
+        Ok(agent.status().ok().and_then(|st| find_workload(&st, "test-egress", "sleep").map(|w| w["uid"].clone())))
+    })
+    .expect("old uid");
     ks.delete_pod("test-egress", "sleep").expect("delete the pod");
     ks.wait_pod_gone("test-egress", "sleep", SEEN).expect("pod deleted");
     let pod = format!(
