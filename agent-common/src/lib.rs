@@ -5,6 +5,11 @@
 //! implement `aya::Pod` so the agent can read and write them in BPF maps.
 #![no_std]
 
+pub mod parse;
+pub mod rule_key;
+
+pub use rule_key::{RuleKeyV4, RuleKeyV6, POLICY_ID_BITS};
+
 /// Names of the maps, as pinned under the bpffs folder.
 pub mod map_names {
     pub const CGROUPS: &str = "TG_CGROUPS";
@@ -164,12 +169,6 @@ pub struct RuleSet {
     pub rules: [PortRule; MAX_PORT_RULES],
 }
 
-/// Data of an IPv4 rule-trie key: policy id (big endian) then address.
-/// The prefix length counts the 32 policy bits.
-pub type RuleKeyV4 = [u8; 8];
-/// Data of an IPv6 rule-trie key: policy id (big endian) then address.
-pub type RuleKeyV6 = [u8; 20];
-pub const POLICY_ID_BITS: u32 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]

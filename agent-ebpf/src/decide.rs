@@ -1,16 +1,14 @@
 //! The one decision: may this workload send this flow? Used by every
 //! program, including the verify program that `tollgate verify` runs.
 use agent_common::{
-    CgroupEntry, ReplyKey, RuleKeyV4, RuleKeyV6, RuleSet, FAMILY_V4, FLAG_GATEWAY, MAX_PORT_RULES,
-    MODE_OFF, POLICY_GLOBAL, POLICY_ID_BITS, REASON_GATEWAY_POD, REASON_LOOPBACK, REASON_NOT_ENFORCED,
-    REASON_NO_RULE, REASON_REPLY,
+    parse::Flow,
+    rule_key::{rule_key_v4, rule_key_v6, rule_prefix_len},
+    CgroupEntry, ReplyKey, RuleSet, FAMILY_V4, FLAG_GATEWAY, MAX_PORT_RULES, MODE_OFF, POLICY_GLOBAL,
+    REASON_GATEWAY_POD, REASON_LOOPBACK, REASON_NOT_ENFORCED, REASON_NO_RULE, REASON_REPLY,
 };
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::{
-    maps::{TG_REPLIES, TG_RULES_V4, TG_RULES_V6},
-    packet::Flow,
-};
+use crate::maps::{TG_REPLIES, TG_RULES_V4, TG_RULES_V6};
 
 #[derive(Clone, Copy)]
 pub struct Decision {
@@ -20,17 +18,11 @@ pub struct Decision {
 
 #[inline(always)]
 fn rules_for(policy: u32, flow: &Flow) -> Option<&'static RuleSet> {
-    let id = policy.to_be_bytes();
     if flow.family == FAMILY_V4 {
-        let mut data: RuleKeyV4 = [0; 8];
-        data[..4].copy_from_slice(&id);
-        data[4..].copy_from_slice(&flow.dst[..4]);
-        TG_RULES_V4.get(Key::new(POLICY_ID_BITS + 32, data))
+        let dst = [flow.dst[0], flow.dst[1], flow.dst[2], flow.dst[3]];
+        TG_RULES_V4.get(Key::new(rule_prefix_len(32), rule_key_v4(policy, dst)))
     } else {
-        let mut data: RuleKeyV6 = [0; 20];
-        data[..4].copy_from_slice(&id);
-        data[4..].copy_from_slice(&flow.dst);
-        TG_RULES_V6.get(Key::new(POLICY_ID_BITS + 128, data))
+        TG_RULES_V6.get(Key::new(rule_prefix_len(128), rule_key_v6(policy, &flow.dst)))
     }
 }
 

@@ -8,8 +8,8 @@ use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use crate::{
     decide::Decision,
     maps::{TG_COUNTERS, TG_FLOWS},
-    packet::Flow,
 };
+use agent_common::parse::Flow;
 
 /// The verdict to count for a decision in the workload's mode.
 #[inline(always)]

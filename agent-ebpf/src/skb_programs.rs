@@ -5,6 +5,7 @@ use agent_common::{
     VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_ON_LOOPBACK, VERIFY_CB_RESULT,
     VERIFY_RESULT_VALID,
 };
+use agent_common::parse::Flow;
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
     macros::cgroup_skb,
@@ -15,8 +16,7 @@ use crate::{
     cgroup,
     decide::{decide, reply_key, Decision},
     maps::{TG_CGROUPS, TG_REPLIES},
-    packet::{self, Flow},
-    record,
+    packet, record,
 };
 
 const PASS: i32 = 1;
@@ -50,9 +50,11 @@ pub fn tg_egress(ctx: SkBuffContext) -> i32 {
         return PASS;
     }
     let bytes = ctx.len() as u64;
-    let (d, flow) = match packet::parse(&ctx) {
-        Some(flow) => (decide(&entry, &flow, true), flow),
-        None => (Decision { allow: false, reason: REASON_MALFORMED }, Flow::empty()),
+    let mut flow = Flow::empty();
+    let d = if packet::parse(&ctx, &mut flow) {
+        decide(&entry, &flow, true)
+    } else {
+        Decision { allow: false, reason: REASON_MALFORMED }
     };
     if record::record(&entry, &d, &flow, bytes) == VERDICT_DROP {
         DROP
@@ -69,9 +71,10 @@ pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
     if entry.mode == MODE_OFF {
         return PASS;
     }
-    let Some(inbound) = packet::parse(&ctx) else {
+    let mut inbound = Flow::empty();
+    if !packet::parse(&ctx, &mut inbound) {
         return PASS;
-    };
+    }
     if !inbound.ports_known {
         return PASS;
     }
@@ -86,15 +89,9 @@ pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
         unsafe { *seen = now };
         return PASS;
     }
-    if inbound.proto == PROTO_TCP {
-        // Only a SYN (without ACK) opens an inbound TCP flow.
-        let flags: u8 = match ctx.load(inbound.l4_offset as usize + 13) {
-            Ok(f) => f,
-            Err(_) => return PASS,
-        };
-        if flags & 0x12 != 0x02 {
-            return PASS;
-        }
+    // Only a SYN (without ACK) opens an inbound TCP flow.
+    if inbound.proto == PROTO_TCP && !inbound.is_tcp_syn() {
+        return PASS;
     }
     let _ = TG_REPLIES.insert(key, now, 0);
     PASS
@@ -118,9 +115,11 @@ pub fn tg_verify(mut ctx: SkBuffContext) -> i32 {
     let d = if entry.mode != MODE_OFF && on_loopback_device(device) {
         Decision { allow: true, reason: REASON_LOOPBACK }
     } else {
-        match packet::parse(&ctx) {
-            Some(flow) => decide(&entry, &flow, false),
-            None => Decision { allow: false, reason: REASON_MALFORMED },
+        let mut flow = Flow::empty();
+        if packet::parse(&ctx, &mut flow) {
+            decide(&entry, &flow, false)
+        } else {
+            Decision { allow: false, reason: REASON_MALFORMED }
         }
     };
     let v = record::verdict(&entry, &d) as u32;

@@ -11,7 +11,9 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 
-use crate::{cgroup, decide::decide, packet::Flow, record};
+use agent_common::parse::Flow;
+
+use crate::{cgroup, decide::decide, record};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;

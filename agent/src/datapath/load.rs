@@ -6,7 +6,7 @@ use agent_common::META_OBJECT_HASH;
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps,
     },
     Ebpf, EbpfLoader,
 };
@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::{
     bpffs::PinDir,
-    object::{self, ATTACHED_PROGRAMS},
+    object::{self, Attach, ProgramSpec, SkbDirection},
     pinned::{map_err, Maps},
     DatapathError,
 };
@@ -61,15 +61,16 @@ pub fn start_agent_datapath(pins: PinDir, cgroup_root: &Path) -> Result<AgentDat
     let root_id = cgroup_id(cgroup_root)?;
     let stored_hash = maps.meta.get(&META_OBJECT_HASH, 0).map_err(map_err("TG_META"))?;
     let stored_root = maps.meta.get(&META_CGROUP_ROOT, 0).map_err(map_err("TG_META"))?;
-    let all_pinned = ATTACHED_PROGRAMS.iter().all(|p| pins.link(p).exists());
+    let all_pinned = object::root_programs().all(|p| pins.link(p.name).exists());
     if all_pinned && stored_hash == hash && stored_root == root_id {
         info!(bpffs = %pins.root.display(), "adopted the pinned programs of a previous agent");
         return Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Adopted });
     }
     let cgroup = File::open(cgroup_root)
         .map_err(|e| DatapathError::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
-    for name in ATTACHED_PROGRAMS {
-        let link = attach_one(&mut ebpf, name, &cgroup)?;
+    for spec in object::root_programs() {
+        let name = spec.name;
+        let link = attach_one(&mut ebpf, spec, &cgroup)?;
         let final_path = pins.link(name);
         // bpffs refuses names with dots.
         let new_path = pins.link(&format!("{name}_next"));
@@ -102,7 +103,14 @@ fn prog_err(name: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathError
     move |source| DatapathError::Program { name: name.to_string(), source }
 }
 
-fn attach_one(ebpf: &mut Ebpf, name: &str, cgroup: &File) -> Result<FdLink, DatapathError> {
+fn link_err(name: &str) -> impl Fn(aya::programs::links::LinkError) -> DatapathError + '_ {
+    move |source| DatapathError::Link { path: name.into(), source }
+}
+
+/// Loads and attaches one program at the cgroup root, as its table entry
+/// says.
+fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, cgroup: &File) -> Result<FdLink, DatapathError> {
+    let name = spec.name;
     let missing = || DatapathError::Program {
         name: name.to_string(),
         source: aya::programs::ProgramError::UnexpectedProgramType,
@@ -111,20 +119,32 @@ fn attach_one(ebpf: &mut Ebpf, name: &str, cgroup: &File) -> Result<FdLink, Data
     // bpf_link attachments to a cgroup always run beside other programs
     // (multi semantics) and the kernel wants flags 0 for them.
     let mode = CgroupAttachMode::Single;
-    if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
-        p.load().map_err(prog_err(name))?;
-        let kind = if name == "tg_ingress" {
-            CgroupSkbAttachType::Ingress
-        } else {
-            CgroupSkbAttachType::Egress
-        };
-        let id = p.attach(cgroup, kind, mode).map_err(prog_err(name))?;
-        let link = p.take_link(id).map_err(prog_err(name))?;
-        return FdLink::try_from(link).map_err(|source| DatapathError::Link { path: name.into(), source });
+    match spec.attach {
+        Attach::CgroupSkb(direction) => {
+            let p = <&mut CgroupSkb>::try_from(program).map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            let kind = match direction {
+                SkbDirection::Ingress => CgroupSkbAttachType::Ingress,
+                SkbDirection::Egress => CgroupSkbAttachType::Egress,
+            };
+            let id = p.attach(cgroup, kind, mode).map_err(prog_err(name))?;
+            let link = p.take_link(id).map_err(prog_err(name))?;
+            FdLink::try_from(link).map_err(link_err(name))
+        }
+        Attach::CgroupSockAddr => {
+            let p = <&mut CgroupSockAddr>::try_from(program).map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            let id = p.attach(cgroup, mode).map_err(prog_err(name))?;
+            let link = p.take_link(id).map_err(prog_err(name))?;
+            FdLink::try_from(link).map_err(link_err(name))
+        }
+        Attach::SockOps => {
+            let p = <&mut SockOps>::try_from(program).map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+            let id = p.attach(cgroup, mode).map_err(prog_err(name))?;
+            let link = p.take_link(id).map_err(prog_err(name))?;
+            FdLink::try_from(link).map_err(link_err(name))
+        }
+        Attach::Tc(_) | Attach::Never => Err(missing()),
     }
-    let p = <&mut CgroupSockAddr>::try_from(program).map_err(prog_err(name))?;
-    p.load().map_err(prog_err(name))?;
-    let id = p.attach(cgroup, mode).map_err(prog_err(name))?;
-    let link = p.take_link(id).map_err(prog_err(name))?;
-    FdLink::try_from(link).map_err(|source| DatapathError::Link { path: name.into(), source })
 }
