@@ -196,7 +196,13 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
         if dirty {
             let empty = CgroupIndex::default();
             let idx = index.as_ref().unwrap_or(&empty);
-            match datapath::reconcile::apply(&mut dp.maps, &compiled.desired, idx) {
+            let inputs = datapath::reconcile::ApplyInputs {
+                always_allowed: datapath::inputs::own_cgroup(&cgroups::default_cgroup_root(), &cfg.cgroup_root)
+                    .into_iter()
+                    .collect(),
+                addresses: datapath::inputs::pod_addresses(&compiled.snapshot.pods),
+            };
+            match datapath::reconcile::apply_with(&mut dp.maps, &compiled.desired, idx, &inputs) {
                 Ok((report, registered)) => {
                     dirty = false;
                     let workloads = compiled
