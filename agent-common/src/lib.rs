@@ -18,10 +18,18 @@ pub mod map_names {
     pub const COUNTERS: &str = "TG_COUNTERS";
     pub const WORKLOADS: &str = "TG_WORKLOADS";
     pub const FLOWS: &str = "TG_FLOWS";
-    pub const REPLIES: &str = "TG_REPLIES";
     pub const META: &str = "TG_META";
-    pub const ALL: [&str; 8] = [
-        CGROUPS, RULES_V4, RULES_V6, COUNTERS, WORKLOADS, FLOWS, REPLIES, META,
+    /// Socket storage: reply state and cached verdicts of each socket.
+    pub const SOCKS: &str = "TG_SOCKS";
+    /// TCP SYNs that arrived on a real device, until their connection is
+    /// accepted.
+    pub const SYN_SEEN: &str = "TG_SYN_SEEN";
+    /// Peers that sent to a UDP/SCTP socket, by socket cookie.
+    pub const UDP_PEERS: &str = "TG_UDP_PEERS";
+    /// Each workload's own addresses.
+    pub const ADDRS: &str = "TG_ADDRS";
+    pub const ALL: [&str; 11] = [
+        CGROUPS, RULES_V4, RULES_V6, COUNTERS, WORKLOADS, FLOWS, META, SOCKS, SYN_SEEN, UDP_PEERS, ADDRS,
     ];
 }
 
@@ -39,9 +47,17 @@ pub mod map_sizes {
     pub const WORKLOADS: u32 = 16_384;
     /// Most recent dropped/audited flows kept for `tollgate flows`.
     pub const FLOWS: u32 = 16_384;
-    /// Inbound flows of enforced pods whose replies are allowed.
-    pub const REPLIES: u32 = 262_144;
+    /// Inbound TCP handshakes in progress (SYN seen, not yet accepted).
+    pub const SYN_SEEN: u32 = 65_536;
+    /// (UDP/SCTP socket, peer) pairs that may be answered.
+    pub const UDP_PEERS: u32 = 65_536;
+    /// Workloads whose addresses are known (one entry per workload).
+    pub const ADDRS: u32 = WORKLOADS;
 }
+
+/// How long a UDP/SCTP socket may answer a peer after it last heard from
+/// it (Linux conntrack keeps an answered UDP flow for 120 s).
+pub const UDP_REPLY_IDLE_NS: u64 = 120_000_000_000;
 
 pub const MODE_OFF: u8 = 0;
 pub const MODE_ENFORCE: u8 = 1;
@@ -54,6 +70,13 @@ pub const FLAG_GATEWAY: u8 = 1;
 /// check would refuse connections the sidecar is about to carry. Such pods
 /// are enforced on the packet (after NAT) only.
 pub const FLAG_SIDECAR_REDIRECT: u8 = 2;
+/// A marker cgroup (the kubepods folder, a QoS folder): a socket whose
+/// nearest registered ancestor is a marker belongs to a pod the agent has
+/// not classified yet, and is denied (`unclassified`).
+pub const FLAG_UNCLASSIFIED: u8 = 4;
+/// The pod could not be fully registered (a map was full): everything it
+/// sends is denied (`fail-closed`).
+pub const FLAG_FAIL_CLOSED: u8 = 8;
 
 pub const VERDICT_ALLOW: u8 = 0;
 pub const VERDICT_DROP: u8 = 1;
@@ -74,9 +97,16 @@ pub const REASON_MESH_INTERNAL: u8 = 11;
 /// A packet the program could not parse (truncated header, unknown
 /// family): denied, never guessed.
 pub const REASON_MALFORMED: u8 = 12;
+/// The socket's cgroup is under the kubepods tree but no pod the agent
+/// knows owns it yet: denied.
+pub const REASON_UNCLASSIFIED: u8 = 13;
+/// The pod's state could not be written (a map was full): denied.
+pub const REASON_FAIL_CLOSED: u8 = 14;
+/// The packet's source is not one of the pod's own addresses: denied.
+pub const REASON_SPOOFED: u8 = 15;
 
 /// The short reason codes of the contract, indexed by `REASON_*`.
-pub const REASON_CODES: [&str; 13] = [
+pub const REASON_CODES: [&str; 16] = [
     "none",
     "gateway",
     "dns",
@@ -90,6 +120,9 @@ pub const REASON_CODES: [&str; 13] = [
     "loopback",
     "mesh-internal",
     "malformed",
+    "unclassified",
+    "fail-closed",
+    "spoofed",
 ];
 
 pub fn reason_code(reason: u8) -> &'static str {
@@ -255,18 +288,57 @@ pub struct FlowValue {
     pub bytes: u64,
 }
 
-/// Key of `TG_REPLIES`: an inbound flow to an enforced workload, stored
-/// from the workload's point of view, so that its replies pass.
+/// `SockState::flags`: the socket is a TCP connection the pod accepted
+/// from a real peer (its SYN arrived on a device other than `lo`, from an
+/// address that is not the pod's own): it may answer that peer.
+pub const SOCK_INBOUND: u32 = 1;
+
+/// Value of the socket storage `TG_SOCKS`: lives and dies with its socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockState {
+    /// `SOCK_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Key of `TG_SYN_SEEN` (an LRU of inbound TCP handshakes): the
+/// connection seen from the pod. IPv4 addresses sit in the first 4 bytes
+/// (IPv4-mapped IPv6 sockets are keyed as IPv4).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
-pub struct ReplyKey {
-    pub workload: u32,
+pub struct ConnKey {
+    pub family: u8,
+    pub _pad: u8,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad2: u16,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+}
+
+/// Key of `TG_UDP_PEERS`: a peer that sent to a socket (by cookie, which
+/// the kernel never reuses), so that the socket may answer it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct PeerKey {
+    pub cookie: u64,
     pub family: u8,
     pub proto: u8,
-    pub local_port: u16,
-    pub remote: [u8; 16],
-    pub remote_port: u16,
+    pub port: u16,
+    pub _pad: u32,
+    pub addr: [u8; 16],
+}
+
+/// Value of `TG_ADDRS` (keyed by workload id): the pod's own addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PodAddrs {
+    pub has_v4: u8,
+    pub has_v6: u8,
     pub _pad: [u8; 2],
+    pub v4: [u8; 4],
+    pub v6: [u8; 16],
 }
 
 /// Index of `TG_META` (an array of `u64`).
@@ -294,5 +366,8 @@ mod pod_impls {
     unsafe impl aya::Pod for WorkloadInfo {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
-    unsafe impl aya::Pod for ReplyKey {}
+    unsafe impl aya::Pod for SockState {}
+    unsafe impl aya::Pod for ConnKey {}
+    unsafe impl aya::Pod for PeerKey {}
+    unsafe impl aya::Pod for PodAddrs {}
 }

@@ -1,12 +1,14 @@
 //! The maps, pinned by name under the agent's bpffs folder.
 use agent_common::{
-    map_sizes, CgroupEntry, CounterKey, CounterValue, FlowKey, FlowValue, ReplyKey, RuleKeyV4,
-    RuleKeyV6, RuleSet, WorkloadInfo, META_ENTRIES,
+    map_sizes, CgroupEntry, ConnKey, CounterKey, CounterValue, FlowKey, FlowValue, PeerKey, PodAddrs, RuleKeyV4,
+    RuleKeyV6, RuleSet, SockState, WorkloadInfo, META_ENTRIES,
 };
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
 };
+
+use crate::sock_storage::SockStorage;
 
 /// BPF_F_NO_PREALLOC: entries are allocated when inserted.
 const NO_PREALLOC: u32 = 1;
@@ -32,7 +34,24 @@ pub static TG_WORKLOADS: HashMap<u32, WorkloadInfo> =
 pub static TG_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(map_sizes::FLOWS, 0);
 
 #[map]
-pub static TG_REPLIES: LruHashMap<ReplyKey, u64> = LruHashMap::pinned(map_sizes::REPLIES, 0);
-
-#[map]
 pub static TG_META: Array<u64> = Array::pinned(META_ENTRIES, 0);
+
+/// Reply state (and, later, cached verdicts) of each socket: freed with
+/// the socket, never evicted by other traffic.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "TG_SOCKS")]
+pub static TG_SOCKS: SockStorage<SockState> = SockStorage::new();
+
+/// Inbound TCP SYNs that arrived on a real device, until `tg_sockops`
+/// sees their connection accepted (or the LRU drops them: a handshake
+/// then fails closed, an established connection is never affected).
+#[map]
+pub static TG_SYN_SEEN: LruHashMap<ConnKey, u64> = LruHashMap::pinned(map_sizes::SYN_SEEN, 0);
+
+/// UDP/SCTP peers a socket heard from (boot time of the last packet).
+#[map]
+pub static TG_UDP_PEERS: LruHashMap<PeerKey, u64> = LruHashMap::pinned(map_sizes::UDP_PEERS, 0);
+
+/// Each workload's own addresses.
+#[map]
+pub static TG_ADDRS: HashMap<u32, PodAddrs> = HashMap::pinned(map_sizes::ADDRS, NO_PREALLOC);

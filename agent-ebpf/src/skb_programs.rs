@@ -1,22 +1,21 @@
-//! The cgroup_skb programs: egress enforcement, ingress reply tracking and
+//! The cgroup_skb programs: egress enforcement, ingress reply state and
 //! the verify entry point.
 use agent_common::{
-    CgroupEntry, MODE_OFF, PROTO_TCP, REASON_LOOPBACK, REASON_MALFORMED, VERDICT_DROP,
-    VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_ON_LOOPBACK, VERIFY_CB_RESULT,
-    VERIFY_RESULT_VALID,
+    parse::Flow, CgroupEntry, FLAG_UNCLASSIFIED, MODE_OFF, REASON_LOOPBACK, REASON_MALFORMED, REASON_REPLY,
+    REASON_SPOOFED, VERDICT_DROP, VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_ON_LOOPBACK,
+    VERIFY_CB_RESULT, VERIFY_RESULT_VALID,
 };
-use agent_common::parse::Flow;
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    helpers::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 
 use crate::{
     cgroup,
-    decide::{decide, reply_key, Decision},
-    maps::{TG_CGROUPS, TG_REPLIES},
-    packet, record,
+    decide::{decide, gate, Decision},
+    maps::TG_CGROUPS,
+    packet, record, reply,
 };
 
 const PASS: i32 = 1;
@@ -37,6 +36,26 @@ fn workload_of(ctx: &SkBuffContext) -> Option<CgroupEntry> {
     cgroup::resolve(own, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) })
 }
 
+/// The decision for a packet of an enforced or audited workload that
+/// leaves on a real device.
+#[inline(always)]
+fn judge(ctx: &SkBuffContext, entry: &CgroupEntry, flow: &mut Flow) -> Decision {
+    if let Some(d) = gate(entry) {
+        return d;
+    }
+    if !packet::parse(ctx, flow) {
+        return Decision { allow: false, reason: REASON_MALFORMED };
+    }
+    if !reply::source_is_own(entry.workload, flow) {
+        return Decision { allow: false, reason: REASON_SPOOFED };
+    }
+    let d = decide(entry, flow);
+    if !d.allow && reply::is_reply(ctx, flow) {
+        return Decision { allow: true, reason: REASON_REPLY };
+    }
+    d
+}
+
 #[cgroup_skb(egress)]
 pub fn tg_egress(ctx: SkBuffContext) -> i32 {
     let Some(entry) = workload_of(&ctx) else {
@@ -51,11 +70,7 @@ pub fn tg_egress(ctx: SkBuffContext) -> i32 {
     }
     let bytes = ctx.len() as u64;
     let mut flow = Flow::empty();
-    let d = if packet::parse(&ctx, &mut flow) {
-        decide(&entry, &flow, true)
-    } else {
-        Decision { allow: false, reason: REASON_MALFORMED }
-    };
+    let d = judge(&ctx, &entry, &mut flow);
     if record::record(&entry, &d, &flow, bytes) == VERDICT_DROP {
         DROP
     } else {
@@ -63,37 +78,17 @@ pub fn tg_egress(ctx: SkBuffContext) -> i32 {
     }
 }
 
+/// Notes what may be answered: handshakes and datagrams from real peers
+/// (never from `lo`, never from the pod's own addresses). Passes all.
 #[cgroup_skb(ingress)]
 pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
     let Some(entry) = workload_of(&ctx) else {
         return PASS;
     };
-    if entry.mode == MODE_OFF {
+    if entry.flags & FLAG_UNCLASSIFIED != 0 || on_loopback_device(unsafe { (*ctx.skb.skb).ifindex }) {
         return PASS;
     }
-    let mut inbound = Flow::empty();
-    if !packet::parse(&ctx, &mut inbound) {
-        return PASS;
-    }
-    if !inbound.ports_known {
-        return PASS;
-    }
-    // Seen from the workload: the reply goes from our port to their port.
-    let mut reply = inbound;
-    reply.sport = inbound.dport;
-    reply.dport = inbound.sport;
-    reply.dst = inbound.src;
-    let key = reply_key(entry.workload, &reply);
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    if let Some(seen) = TG_REPLIES.get_ptr_mut(key) {
-        unsafe { *seen = now };
-        return PASS;
-    }
-    // Only a SYN (without ACK) opens an inbound TCP flow.
-    if inbound.proto == PROTO_TCP && !inbound.is_tcp_syn() {
-        return PASS;
-    }
-    let _ = TG_REPLIES.insert(key, now, 0);
+    reply::note_inbound(&ctx, &entry);
     PASS
 }
 
@@ -101,8 +96,8 @@ pub fn tg_ingress(ctx: SkBuffContext) -> i32 {
 /// made-up packet, passing the workload's cgroup id in `cb[0..2]` and, in
 /// `cb[3]`, whether the packet would leave on `lo` (test runs always run on
 /// `lo`, so the device cannot be passed as itself); the verdict comes back
-/// in `cb[2]`. It makes the same decisions as `tg_egress` but counts
-/// nothing.
+/// in `cb[2]`. It makes the same decisions as `tg_egress` (there is no
+/// socket, so no reply) but counts nothing.
 #[cgroup_skb]
 pub fn tg_verify(mut ctx: SkBuffContext) -> i32 {
     let cb = ctx.skb.cb();
@@ -112,12 +107,12 @@ pub fn tg_verify(mut ctx: SkBuffContext) -> i32 {
         return PASS;
     };
     let device = if cb[VERIFY_CB_ON_LOOPBACK] != 0 { LOOPBACK_IFINDEX } else { 0 };
-    let d = if entry.mode != MODE_OFF && on_loopback_device(device) {
+    let d = if entry.mode != MODE_OFF && gate(&entry).is_none() && on_loopback_device(device) {
         Decision { allow: true, reason: REASON_LOOPBACK }
     } else {
         let mut flow = Flow::empty();
         if packet::parse(&ctx, &mut flow) {
-            decide(&entry, &flow, false)
+            decide(&entry, &flow)
         } else {
             Decision { allow: false, reason: REASON_MALFORMED }
         }

@@ -3,6 +3,7 @@
 pub mod bpffs;
 pub mod error;
 pub mod ids;
+pub mod inputs;
 pub mod load;
 pub mod object;
 pub mod packet;

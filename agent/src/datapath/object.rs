@@ -80,6 +80,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec { name: "tg_connect6", attach: Attach::CgroupSockAddr },
     ProgramSpec { name: "tg_sendmsg4", attach: Attach::CgroupSockAddr },
     ProgramSpec { name: "tg_sendmsg6", attach: Attach::CgroupSockAddr },
+    ProgramSpec { name: "tg_sockops", attach: Attach::SockOps },
     ProgramSpec { name: VERIFY_PROGRAM, attach: Attach::Never },
 ];
 

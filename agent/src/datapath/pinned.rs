@@ -1,7 +1,7 @@
 //! Typed handles on the Tollgate maps, either from a fresh load (the
 //! agent, private verify loads) or from their pins (read-only commands).
 use agent_common::{
-    map_names, CgroupEntry, CounterKey, CounterValue, FlowKey, FlowValue, RuleKeyV4, RuleKeyV6,
+    map_names, CgroupEntry, CounterKey, CounterValue, FlowKey, FlowValue, PodAddrs, RuleKeyV4, RuleKeyV6,
     RuleSet, WorkloadInfo,
 };
 use aya::{
@@ -19,6 +19,7 @@ pub struct Maps {
     pub workloads: HashMap<MapData, u32, WorkloadInfo>,
     pub flows: HashMap<MapData, FlowKey, FlowValue>,
     pub meta: Array<MapData, u64>,
+    pub addrs: HashMap<MapData, u32, PodAddrs>,
 }
 
 fn typed<T>((name, map): (String, Map)) -> Result<T, DatapathError>
@@ -55,6 +56,7 @@ impl Maps {
             workloads: typed(map(map_names::WORKLOADS)?)?,
             flows: typed(map(map_names::FLOWS)?)?,
             meta: typed(map(map_names::META)?)?,
+            addrs: typed(map(map_names::ADDRS)?)?,
         })
     }
 }

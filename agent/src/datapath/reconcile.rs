@@ -8,7 +8,11 @@
 //! 3. only then are stale cgroup entries and rule entries removed.
 use std::collections::{BTreeMap, BTreeSet};
 
-use agent_common::{CgroupEntry, CounterKey, CounterValue, RuleSet};
+use std::net::IpAddr;
+
+use agent_common::{
+    CgroupEntry, CounterKey, CounterValue, PodAddrs, RuleSet, FLAG_UNCLASSIFIED, MODE_ENFORCE, MODE_OFF,
+};
 use aya::maps::PerCpuValues;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -45,10 +49,54 @@ pub struct Registered {
     pub cgroups: usize,
 }
 
+/// What the node, not the cluster objects, adds to an apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyInputs {
+    /// Cgroup ids never denied, whatever is above them (the agent's own).
+    pub always_allowed: Vec<u64>,
+    /// Each pod's own addresses, by pod UID: the kernel tells replies
+    /// from forgeries and names the source of refused connections by them.
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// The entry of an "always allowed" cgroup: not enforced, not counted.
+pub const ALLOWED_ENTRY: CgroupEntry = CgroupEntry { workload: 0, policy: 0, mode: MODE_OFF, flags: 0, _pad: [0; 6] };
+/// The entry of a marker cgroup (kubepods, QoS folders).
+pub const MARKER_ENTRY: CgroupEntry =
+    CgroupEntry { workload: 0, policy: 0, mode: MODE_ENFORCE, flags: FLAG_UNCLASSIFIED, _pad: [0; 6] };
+
+/// The pod's first IPv4 and first IPv6 address.
+pub fn pod_addrs(addresses: &[IpAddr]) -> PodAddrs {
+    let mut a = PodAddrs::default();
+    for ip in addresses {
+        match ip {
+            IpAddr::V4(v4) if a.has_v4 == 0 => {
+                a.has_v4 = 1;
+                a.v4 = v4.octets();
+            }
+            IpAddr::V6(v6) if a.has_v6 == 0 => {
+                a.has_v6 = 1;
+                a.v6 = v6.octets();
+            }
+            _ => {}
+        }
+    }
+    a
+}
+
 pub fn apply(
     maps: &mut Maps,
     desired: &DesiredState,
     cgroups: &CgroupIndex,
+) -> Result<(ApplyReport, BTreeMap<String, Registered>), DatapathError> {
+    apply_with(maps, desired, cgroups, &ApplyInputs::default())
+}
+
+pub fn apply_with(
+    maps: &mut Maps,
+    desired: &DesiredState,
+    cgroups: &CgroupIndex,
+    inputs: &ApplyInputs,
 ) -> Result<(ApplyReport, BTreeMap<String, Registered>), DatapathError> {
     let mut report = ApplyReport::default();
 
@@ -121,6 +169,33 @@ pub fn apply(
         for cg in found {
             want_cg.insert(cg, entry);
         }
+    }
+    // Markers and the always-allowed cgroups, unless a pod claims them.
+    for m in &cgroups.markers {
+        want_cg.entry(m.id).or_insert(MARKER_ENTRY);
+    }
+    for id in &inputs.always_allowed {
+        want_cg.insert(*id, ALLOWED_ENTRY);
+    }
+    // Addresses (before the cgroups switch: the kernel judges sources by them).
+    let mut have_addrs = BTreeMap::new();
+    for item in maps.addrs.iter() {
+        let (k, v) = item.map_err(map_err("TG_ADDRS"))?;
+        have_addrs.insert(k, v);
+    }
+    let mut want_addrs = BTreeMap::new();
+    for (uid, ips) in &inputs.addresses {
+        if let Some(id) = assigned.get(uid) {
+            want_addrs.insert(*id, pod_addrs(ips));
+        }
+    }
+    for (id, a) in &want_addrs {
+        if have_addrs.get(id) != Some(a) {
+            maps.addrs.insert(id, a, 0).map_err(map_err("TG_ADDRS"))?;
+        }
+    }
+    for id in have_addrs.keys().filter(|k| !want_addrs.contains_key(k)) {
+        let _ = maps.addrs.remove(id);
     }
     let mut have_cg = BTreeMap::new();
     for item in maps.cgroups.iter() {
