@@ -195,7 +195,7 @@ pub const MAX_PORT_RULES: usize = 32;
 /// The compiler merges into every prefix the rules of the prefixes that
 /// contain it, so the longest match alone decides.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
 pub struct RuleSet {
     pub count: u8,
     pub _pad: u8,

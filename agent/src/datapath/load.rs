@@ -25,8 +25,25 @@ pub const META_CGROUP_ROOT: u32 = 1;
 /// Loads the object with its maps pinned in `pins` (reusing maps that are
 /// already pinned there, so counters and state survive restarts).
 pub fn load_object(pins: &PinDir) -> Result<Ebpf, DatapathError> {
+    load_object_with(pins, &LoadOptions::default())
+}
+
+/// Options of a load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// (map, max entries) overrides: tests shrink maps to fill them fast.
+    /// Only for maps not pinned yet (a pinned map keeps its size).
+    pub max_entries: Vec<(&'static str, u32)>,
+}
+
+pub fn load_object_with(pins: &PinDir, opts: &LoadOptions) -> Result<Ebpf, DatapathError> {
     let bytes = object::bytes()?;
-    Ok(EbpfLoader::new().default_map_pin_directory(&pins.root).load(bytes)?)
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(&pins.root);
+    for (name, n) in &opts.max_entries {
+        loader.map_max_entries(name, *n);
+    }
+    Ok(loader.load(bytes)?)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,8 @@ pub struct Maps {
     pub flows: HashMap<MapData, FlowKey, FlowValue>,
     pub meta: Array<MapData, u64>,
     pub addrs: HashMap<MapData, u32, PodAddrs>,
+    /// What the maps hold, kept between applies (see `reconcile`).
+    pub shadow: Option<super::shadow::Shadow>,
 }
 
 fn typed<T>((name, map): (String, Map)) -> Result<T, DatapathError>
@@ -57,7 +59,32 @@ impl Maps {
             flows: typed(map(map_names::FLOWS)?)?,
             meta: typed(map(map_names::META)?)?,
             addrs: typed(map(map_names::ADDRS)?)?,
+            shadow: None,
         })
+    }
+
+    /// (map, max entries) of every map the agent writes or reads.
+    pub fn capacities(&self) -> Result<Vec<(&'static str, u32)>, DatapathError> {
+        use aya::maps::IterableMap;
+        let cap = |name: &'static str, data: &MapData| {
+            data.info().map(|i| (name, i.max_entries())).map_err(map_err(name))
+        };
+        Ok(vec![
+            cap(map_names::CGROUPS, self.cgroups.map())?,
+            cap(map_names::RULES_V4, self.rules_v4.map())?,
+            cap(map_names::RULES_V6, self.rules_v6.map())?,
+            cap(map_names::WORKLOADS, self.workloads.map())?,
+            cap(map_names::ADDRS, self.addrs.map())?,
+            cap(map_names::COUNTERS, self.counters.map())?,
+            cap(map_names::FLOWS, self.flows.map())?,
+        ])
+    }
+
+    /// Workload ids must stay below the workloads map's capacity.
+    pub fn max_workload_id(&self) -> Result<u32, DatapathError> {
+        use aya::maps::IterableMap;
+        let cap = self.workloads.map().info().map_err(map_err(map_names::WORKLOADS))?.max_entries();
+        Ok(super::reconcile::workload_id_limit(cap))
     }
 }
 
