@@ -81,7 +81,7 @@ fn is_unspecified(family: u8, a: &[u8; 16]) -> bool {
 /// Is `addr` one of the workload's own addresses? (`None`: not known.)
 #[inline(always)]
 fn is_own(workload: u32, family: u8, addr: &[u8; 16]) -> Option<bool> {
-    let own = unsafe { TG_ADDRS.get(&workload) }?;
+    let own = unsafe { TG_ADDRS.get(workload) }?;
     if family == FAMILY_V4 {
         if own.has_v4 == 0 {
             return None;
@@ -124,7 +124,7 @@ pub fn note_inbound(ctx: &SkBuffContext, entry: &CgroupEntry) {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if flow.proto == PROTO_TCP {
         if flow.is_tcp_syn() {
-            let _ = TG_SYN_SEEN.insert(&inbound_key(&flow), &now, 0);
+            let _ = TG_SYN_SEEN.insert(inbound_key(&flow), now, 0);
         }
         return;
     }
@@ -139,10 +139,10 @@ pub fn note_inbound(ctx: &SkBuffContext, entry: &CgroupEntry) {
         _pad: 0,
         addr: flow.src,
     };
-    match TG_UDP_PEERS.get_ptr_mut(&key) {
+    match TG_UDP_PEERS.get_ptr_mut(key) {
         Some(seen) => unsafe { *seen = now },
         None => {
-            let _ = TG_UDP_PEERS.insert(&key, &now, 0);
+            let _ = TG_UDP_PEERS.insert(key, now, 0);
         }
     }
 }
@@ -151,7 +151,7 @@ pub fn note_inbound(ctx: &SkBuffContext, entry: &CgroupEntry) {
 #[inline(always)]
 pub fn udp_peer_answers(cookie: u64, flow: &Flow) -> bool {
     let key = PeerKey { cookie, family: flow.family, proto: flow.proto, port: flow.dport, _pad: 0, addr: flow.dst };
-    let Some(seen) = TG_UDP_PEERS.get_ptr_mut(&key) else {
+    let Some(seen) = TG_UDP_PEERS.get_ptr_mut(key) else {
         return false;
     };
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -174,12 +174,12 @@ pub fn is_reply(ctx: &SkBuffContext, flow: &Flow) -> bool {
         if !sk.is_null() {
             let full = unsafe { bpf_sk_fullsock(sk) };
             if let Some(st) = TG_SOCKS.get(full, false) {
-                if st.flags & SOCK_INBOUND != 0 {
+                if unsafe { (*st).flags } & SOCK_INBOUND != 0 {
                     return true;
                 }
             }
         }
-        return flow.is_tcp_syn_ack() && unsafe { TG_SYN_SEEN.get(&outbound_key(flow)) }.is_some();
+        return flow.is_tcp_syn_ack() && unsafe { TG_SYN_SEEN.get(outbound_key(flow)) }.is_some();
     }
     if flow.proto == PROTO_UDP || flow.proto == PROTO_SCTP {
         let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };

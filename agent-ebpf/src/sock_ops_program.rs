@@ -54,13 +54,13 @@ pub fn tg_sockops(ctx: SockOpsContext) -> u32 {
         return 1;
     }
     let key = accepted_key(&ctx);
-    if unsafe { TG_SYN_SEEN.get(&key) }.is_none() {
+    if unsafe { TG_SYN_SEEN.get(key) }.is_none() {
         return 1;
     }
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
     if let Some(st) = TG_SOCKS.get(sk, true) {
-        st.flags |= SOCK_INBOUND;
+        unsafe { (*st).flags |= SOCK_INBOUND };
     }
-    let _ = TG_SYN_SEEN.remove(&key);
+    let _ = TG_SYN_SEEN.remove(key);
     1
 }

@@ -38,7 +38,7 @@ impl<T> SockStorage<T> {
 
     /// The storage of full socket `sk`, created zeroed when `create`.
     #[inline(always)]
-    pub fn get(&self, sk: *mut bpf_sock, create: bool) -> Option<&mut T> {
+    pub fn get(&self, sk: *mut bpf_sock, create: bool) -> Option<*mut T> {
         if sk.is_null() {
             return None;
         }
@@ -47,6 +47,6 @@ impl<T> SockStorage<T> {
         // SAFETY: `sk` is a socket pointer the verifier tracks; the helper
         // returns null or a pointer to a `T` owned by the socket.
         let p = unsafe { bpf_sk_storage_get(map, sk.cast(), ptr::null_mut(), flags) }.cast::<T>();
-        unsafe { p.as_mut() }
+        (!p.is_null()).then_some(p)
     }
 }
