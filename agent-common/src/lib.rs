@@ -15,7 +15,10 @@ pub mod map_names {
     pub const CGROUPS: &str = "TG_CGROUPS";
     pub const RULES_V4: &str = "TG_RULES_V4";
     pub const RULES_V6: &str = "TG_RULES_V6";
-    pub const COUNTERS: &str = "TG_COUNTERS";
+    /// Per-CPU array of counters (renamed from the per-CPU hash
+    /// `TG_COUNTERS` of older builds: another map type under the old pin
+    /// would not load).
+    pub const COUNTERS: &str = "TG_COUNTS";
     pub const WORKLOADS: &str = "TG_WORKLOADS";
     pub const FLOWS: &str = "TG_FLOWS";
     pub const META: &str = "TG_META";
@@ -41,8 +44,8 @@ pub mod map_sizes {
     /// Rule prefixes (per policy and address) for a 5,000-node cluster:
     /// e.g. 50 distinct policies on a node each naming 20,000 pod IPs.
     pub const RULES: u32 = 1_048_576;
-    /// (workload, verdict, reason) tuples on one node.
-    pub const COUNTERS: u32 = 16_384;
+    /// Counter slots: `COUNTED_WORKLOADS` workloads × `COUNTER_SLOTS`.
+    pub const COUNTERS: u32 = super::COUNTED_WORKLOADS * super::COUNTER_SLOTS;
     /// Workloads (pods) known on one node.
     pub const WORKLOADS: u32 = 16_384;
     /// Most recent dropped/audited flows kept for `tollgate flows`.
@@ -58,6 +61,10 @@ pub mod map_sizes {
 /// How long a UDP/SCTP socket may answer a peer after it last heard from
 /// it (Linux conntrack keeps an answered UDP flow for 120 s).
 pub const UDP_REPLY_IDLE_NS: u64 = 120_000_000_000;
+/// `TG_UDP_PEERS` value of a flow the pod's socket started itself (the
+/// rules allowed it): the peer's answers do not make it a reply flow, so
+/// it stays under the rules.
+pub const UDP_INITIATED: u64 = u64::MAX;
 
 pub const MODE_OFF: u8 = 0;
 pub const MODE_ENFORCE: u8 = 1;
@@ -203,6 +210,35 @@ pub struct RuleSet {
 }
 
 
+/// Workload ids below this are counted (`TG_COUNTS` is a per-CPU array:
+/// 512 × 32 slots × 16 bytes = 256 KiB per CPU, as much as the per-CPU
+/// hash it replaced). Workloads above are enforced but not counted.
+pub const COUNTED_WORKLOADS: u32 = 512;
+/// Counter slots per workload: `reason` for allowed and dropped packets
+/// (every reason code belongs to one of them), `16 + reason` for audited.
+pub const COUNTER_SLOTS: u32 = 32;
+
+/// Index of (workload, verdict, reason) in `TG_COUNTS`; `None` for a
+/// workload that is not counted or a reason out of range.
+#[inline(always)]
+pub fn counter_index(workload: u32, verdict: u8, reason: u8) -> Option<u32> {
+    if workload >= COUNTED_WORKLOADS || reason >= 16 {
+        return None;
+    }
+    let slot = if verdict == VERDICT_AUDIT { 16 + reason as u32 } else { reason as u32 };
+    Some(workload * COUNTER_SLOTS + slot)
+}
+
+/// (verdict, reason) of a counter slot, the inverse of [`counter_index`].
+pub fn counter_slot_meaning(slot: u32) -> (u8, u8) {
+    let reason = (slot % 16) as u8;
+    if slot >= 16 {
+        return (VERDICT_AUDIT, reason);
+    }
+    let allowed = !matches!(reason, REASON_NO_RULE | REASON_MALFORMED | REASON_UNCLASSIFIED | REASON_FAIL_CLOSED | REASON_SPOOFED);
+    (if allowed { VERDICT_ALLOW } else { VERDICT_DROP }, reason)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
 pub struct CounterKey {
@@ -293,13 +329,36 @@ pub struct FlowValue {
 /// address that is not the pod's own): it may answer that peer.
 pub const SOCK_INBOUND: u32 = 1;
 
+/// `SockState::flags`: the cached verdict below is valid for
+/// `generation`.
+pub const SOCK_CACHED: u32 = 2;
+/// `SockState::flags` (with `SOCK_CACHED`): the socket belongs to no
+/// registered cgroup (a host process): it passes untouched.
+pub const SOCK_NOT_A_POD: u32 = 4;
+
 /// Value of the socket storage `TG_SOCKS`: lives and dies with its socket.
+/// Besides the reply mark, it caches the last verdict of the socket: who
+/// the socket belongs to and what was decided for one (protocol, source,
+/// destination, port), valid while the policy generation (`TG_META`) has
+/// not moved. 56 bytes plus the kernel's per-socket storage overhead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SockState {
     /// `SOCK_*` bits.
     pub flags: u32,
+    pub workload: u32,
+    pub generation: u64,
+    pub policy: u32,
+    pub mode: u8,
+    pub wflags: u8,
+    pub allow: u8,
+    pub reason: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub dport: u16,
     pub _pad: u32,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
 }
 
 /// Key of `TG_SYN_SEEN` (an LRU of inbound TCP handshakes): the
@@ -343,6 +402,10 @@ pub struct PodAddrs {
 
 /// Index of `TG_META` (an array of `u64`).
 pub const META_OBJECT_HASH: u32 = 0;
+/// The policy generation: the agent bumps it after every apply that
+/// changed rules, cgroups or workloads; verdicts cached with a socket are
+/// valid only for the generation they were decided under.
+pub const META_GENERATION: u32 = 2;
 pub const META_ENTRIES: u32 = 4;
 
 /// `__sk_buff.cb` layout of the verify program (never attached; run with
@@ -370,4 +433,25 @@ mod pod_impls {
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for PeerKey {}
     unsafe impl aya::Pod for PodAddrs {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_slots_round_trip() {
+        for reason in 0..16u8 {
+            let (verdict, r) = counter_slot_meaning(counter_index(3, VERDICT_AUDIT, reason).unwrap() % COUNTER_SLOTS);
+            assert_eq!((verdict, r), (VERDICT_AUDIT, reason));
+        }
+        let drop = counter_index(7, VERDICT_DROP, REASON_NO_RULE).unwrap();
+        assert_eq!(drop / COUNTER_SLOTS, 7);
+        assert_eq!(counter_slot_meaning(drop % COUNTER_SLOTS), (VERDICT_DROP, REASON_NO_RULE));
+        let allow = counter_index(7, VERDICT_ALLOW, REASON_GATEWAY).unwrap();
+        assert_eq!(counter_slot_meaning(allow % COUNTER_SLOTS), (VERDICT_ALLOW, REASON_GATEWAY));
+        assert_eq!(counter_index(COUNTED_WORKLOADS, VERDICT_ALLOW, 1), None);
+        assert_eq!(counter_index(1, VERDICT_ALLOW, 16), None);
+        assert_eq!(map_sizes::COUNTERS, COUNTED_WORKLOADS * COUNTER_SLOTS);
+    }
 }

@@ -22,6 +22,7 @@ mod skb_programs;
 mod sock_addr_programs;
 mod sock_ops_program;
 mod sock_storage;
+mod verdict_cache;
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "license")]

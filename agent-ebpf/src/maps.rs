@@ -1,11 +1,11 @@
 //! The maps, pinned by name under the agent's bpffs folder.
 use agent_common::{
-    map_sizes, CgroupEntry, ConnKey, CounterKey, CounterValue, FlowKey, FlowValue, PeerKey, PodAddrs, RuleKeyV4,
-    RuleKeyV6, RuleSet, SockState, WorkloadInfo, META_ENTRIES,
+    map_sizes, CgroupEntry, ConnKey, CounterValue, FlowKey, FlowValue, PeerKey, PodAddrs, RuleKeyV4, RuleKeyV6,
+    RuleSet, SockState, WorkloadInfo, META_ENTRIES,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 
 use crate::sock_storage::SockStorage;
@@ -22,9 +22,11 @@ pub static TG_RULES_V4: LpmTrie<RuleKeyV4, RuleSet> = LpmTrie::pinned(map_sizes:
 #[map]
 pub static TG_RULES_V6: LpmTrie<RuleKeyV6, RuleSet> = LpmTrie::pinned(map_sizes::RULES, 0);
 
-#[map]
-pub static TG_COUNTERS: PerCpuHashMap<CounterKey, CounterValue> =
-    PerCpuHashMap::pinned(map_sizes::COUNTERS, 0);
+/// Packets and bytes per (workload, verdict, reason) slot
+/// (`agent_common::counter_index`): an array, so counting is a lookup
+/// the verifier inlines, never an insert. 256 KiB per CPU.
+#[map(name = "TG_COUNTS")]
+pub static TG_COUNTS: PerCpuArray<CounterValue> = PerCpuArray::pinned(map_sizes::COUNTERS, 0);
 
 #[map]
 pub static TG_WORKLOADS: HashMap<u32, WorkloadInfo> =

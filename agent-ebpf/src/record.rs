@@ -1,13 +1,12 @@
 //! Counters and the recent-flows table.
 use agent_common::{
-    CgroupEntry, CounterKey, CounterValue, FlowKey, FlowValue, MODE_AUDIT, VERDICT_ALLOW,
-    VERDICT_AUDIT, VERDICT_DROP,
+    counter_index, CgroupEntry, FlowKey, FlowValue, MODE_AUDIT, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DROP,
 };
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 
 use crate::{
     decide::Decision,
-    maps::{TG_COUNTERS, TG_FLOWS},
+    maps::{TG_COUNTS, TG_FLOWS},
 };
 use agent_common::parse::Flow;
 
@@ -25,14 +24,13 @@ pub fn verdict(entry: &CgroupEntry, d: &Decision) -> u8 {
 
 #[inline(always)]
 pub fn count(workload: u32, verdict: u8, reason: u8, bytes: u64) {
-    let key = CounterKey { workload, verdict, reason, _pad: [0; 2] };
-    match TG_COUNTERS.get_ptr_mut(key) {
-        Some(v) => unsafe {
+    let Some(index) = counter_index(workload, verdict, reason) else {
+        return;
+    };
+    if let Some(v) = TG_COUNTS.get_ptr_mut(index) {
+        unsafe {
             (*v).packets += 1;
             (*v).bytes += bytes;
-        },
-        None => {
-            let _ = TG_COUNTERS.insert(key, CounterValue { packets: 1, bytes }, 0);
         }
     }
 }

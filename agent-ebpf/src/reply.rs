@@ -14,7 +14,7 @@
 //!   `UDP_REPLY_IDLE_NS`.
 use agent_common::{
     parse::Flow, CgroupEntry, ConnKey, PeerKey, FAMILY_V4, MODE_OFF, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-    SOCK_INBOUND, UDP_REPLY_IDLE_NS,
+    SOCK_INBOUND, UDP_INITIATED, UDP_REPLY_IDLE_NS,
 };
 use aya_ebpf::{
     bindings::bpf_sock,
@@ -140,10 +140,27 @@ pub fn note_inbound(ctx: &SkBuffContext, entry: &CgroupEntry) {
         addr: flow.src,
     };
     match TG_UDP_PEERS.get_ptr_mut(key) {
+        // The pod started this flow: answers from the peer change nothing.
+        Some(seen) if unsafe { *seen } == UDP_INITIATED => {}
         Some(seen) => unsafe { *seen = now },
         None => {
             let _ = TG_UDP_PEERS.insert(key, now, 0);
         }
+    }
+}
+
+/// A UDP/SCTP flow the rules allowed the socket to start: its peer's
+/// answers must not turn it into a reply flow (which would outlive a
+/// policy that later denies it).
+#[inline(always)]
+pub fn note_outbound(cookie: u64, flow: &Flow) {
+    if !flow.ports_known || (flow.proto != PROTO_UDP && flow.proto != PROTO_SCTP) {
+        return;
+    }
+    let key = PeerKey { cookie, family: flow.family, proto: flow.proto, port: flow.dport, _pad: 0, addr: flow.dst };
+    // Known already (started by either side): as it is.
+    if TG_UDP_PEERS.get_ptr_mut(key).is_none() {
+        let _ = TG_UDP_PEERS.insert(key, UDP_INITIATED, 0);
     }
 }
 
@@ -154,8 +171,9 @@ pub fn udp_peer_answers(cookie: u64, flow: &Flow) -> bool {
     let Some(seen) = TG_UDP_PEERS.get_ptr_mut(key) else {
         return false;
     };
+    let last = unsafe { *seen };
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if now.wrapping_sub(unsafe { *seen }) > UDP_REPLY_IDLE_NS {
+    if last == UDP_INITIATED || now.wrapping_sub(last) > UDP_REPLY_IDLE_NS {
         return false;
     }
     unsafe { *seen = now };

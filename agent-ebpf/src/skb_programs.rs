@@ -1,12 +1,12 @@
 //! The cgroup_skb programs: egress enforcement, ingress reply state and
 //! the verify entry point.
 use agent_common::{
-    parse::Flow, CgroupEntry, FLAG_UNCLASSIFIED, MODE_OFF, REASON_LOOPBACK, REASON_MALFORMED, REASON_REPLY,
-    REASON_SPOOFED, VERDICT_DROP, VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_ON_LOOPBACK,
+    parse::Flow, CgroupEntry, FLAG_UNCLASSIFIED, MODE_OFF, PROTO_TCP, REASON_LOOPBACK, REASON_MALFORMED,
+    REASON_REPLY, REASON_SPOOFED, VERDICT_DROP, VERIFY_CB_CGROUP_HI, VERIFY_CB_CGROUP_LO, VERIFY_CB_ON_LOOPBACK,
     VERIFY_CB_RESULT, VERIFY_RESULT_VALID,
 };
 use aya_ebpf::{
-    helpers::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
+    helpers::{bpf_get_socket_cookie, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
@@ -15,7 +15,7 @@ use crate::{
     cgroup,
     decide::{decide, gate, Decision},
     maps::TG_CGROUPS,
-    packet, record, reply,
+    packet, record, reply, verdict_cache,
 };
 
 const PASS: i32 = 1;
@@ -36,30 +36,47 @@ fn workload_of(ctx: &SkBuffContext) -> Option<CgroupEntry> {
     cgroup::resolve(own, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) })
 }
 
-/// The decision for a packet of an enforced or audited workload that
-/// leaves on a real device.
+/// The decision for a parsed packet of an enforced or audited workload
+/// that leaves on a real device.
 #[inline(always)]
-fn judge(ctx: &SkBuffContext, entry: &CgroupEntry, flow: &mut Flow) -> Decision {
+fn judge(ctx: &SkBuffContext, entry: &CgroupEntry, flow: &Flow) -> Decision {
     if let Some(d) = gate(entry) {
         return d;
-    }
-    if !packet::parse(ctx, flow) {
-        return Decision { allow: false, reason: REASON_MALFORMED };
     }
     if !reply::source_is_own(entry.workload, flow) {
         return Decision { allow: false, reason: REASON_SPOOFED };
     }
     let d = decide(entry, flow);
-    if !d.allow && reply::is_reply(ctx, flow) {
+    if d.allow {
+        reply::note_outbound(unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) }, flow);
+    } else if reply::is_reply(ctx, flow) {
         return Decision { allow: true, reason: REASON_REPLY };
     }
     d
 }
 
+/// Per packet: the socket's cached owner and verdict answer while the
+/// policy generation has not moved; otherwise the cgroup walk and the
+/// rules decide, and the socket remembers it. A UDP/SCTP reply is never
+/// cached (it lasts only while the peer keeps talking).
 #[cgroup_skb(egress)]
 pub fn tg_egress(ctx: SkBuffContext) -> i32 {
-    let Some(entry) = workload_of(&ctx) else {
-        return PASS;
+    let gen = verdict_cache::generation();
+    let sk = verdict_cache::full_socket(&ctx);
+    let cached = verdict_cache::valid(sk, gen);
+    let entry = match cached {
+        Some(st) if verdict_cache::is_not_a_pod(st) => return PASS,
+        Some(st) => verdict_cache::entry_of(st),
+        None => match workload_of(&ctx) {
+            Some(e) => {
+                verdict_cache::store_owner(sk, gen, Some(&e));
+                e
+            }
+            None => {
+                verdict_cache::store_owner(sk, gen, None);
+                return PASS;
+            }
+        },
     };
     if entry.mode == MODE_OFF {
         return PASS;
@@ -70,7 +87,17 @@ pub fn tg_egress(ctx: SkBuffContext) -> i32 {
     }
     let bytes = ctx.len() as u64;
     let mut flow = Flow::empty();
-    let d = judge(&ctx, &entry, &mut flow);
+    let d = if !packet::parse(&ctx, &mut flow) {
+        Decision { allow: false, reason: REASON_MALFORMED }
+    } else if let Some(d) = cached.and_then(|st| verdict_cache::lookup(st, &flow)) {
+        d
+    } else {
+        let d = judge(&ctx, &entry, &flow);
+        if d.reason != REASON_REPLY || flow.proto == PROTO_TCP {
+            verdict_cache::store_verdict(sk, gen, &entry, &flow, &d);
+        }
+        d
+    };
     if record::record(&entry, &d, &flow, bytes) == VERDICT_DROP {
         DROP
     } else {

@@ -78,9 +78,14 @@ fn check(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
         None if entry.flags & FLAG_SIDECAR_REDIRECT != 0 => return ALLOW,
         None => decide(&entry, &flow),
     };
-    // An unconnected UDP/SCTP socket may answer a peer it heard from.
-    if !d.allow && sendmsg && reply::udp_peer_answers(unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) }, &flow) {
-        d = Decision { allow: true, reason: REASON_REPLY };
+    if sendmsg {
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        if d.allow {
+            reply::note_outbound(cookie, &flow);
+        } else if reply::udp_peer_answers(cookie, &flow) {
+            // An unconnected UDP/SCTP socket may answer a peer it heard from.
+            d = Decision { allow: true, reason: REASON_REPLY };
+        }
     }
     if d.allow || entry.mode != MODE_ENFORCE {
         // Allowed and audited calls are counted on their packets.

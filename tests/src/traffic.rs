@@ -367,3 +367,36 @@ pub fn syn_flood(to: std::net::SocketAddrV4, net: std::net::Ipv4Addr, count: u64
     r.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(r)
 }
+
+/// Like [`tcp_chat`] over one connected UDP socket (send/recv, no address
+/// per datagram: the sendmsg hooks do not run, only the packet path).
+pub fn udp_chat(to: SocketAddr, count: u64, interval: Duration, timeout: Duration) -> ChatResult {
+    let start = Instant::now();
+    let mut r = ChatResult::default();
+    let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let s = match UdpSocket::bind(bind).and_then(|s| s.connect(to).map(|()| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            r.error = format!("connect: {e}");
+            return r;
+        }
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    for i in 0..count {
+        let msg = format!("{i:031}\n");
+        let mut back = [0u8; 64];
+        match s.send(msg.as_bytes()).and_then(|_| s.recv(&mut back)) {
+            Ok(n) if &back[..n] == msg.as_bytes() => r.done += 1,
+            Ok(_) => r.failures += 1,
+            Err(e) => {
+                r.failures += 1;
+                r.error = format!("round {i}: {e}");
+                break;
+            }
+        }
+        std::thread::sleep(interval);
+    }
+    r.ok = r.failures == 0 && r.done == count;
+    r.elapsed_ms = start.elapsed().as_millis() as u64;
+    r
+}

@@ -1,5 +1,9 @@
-//! Counters of workloads that are gone move to the node bucket.
-use agent_common::{CounterKey, CounterValue};
+//! The counters (`TG_COUNTS`, a per-CPU array of (workload, verdict,
+//! reason) slots): reading them, and moving those of workloads that are
+//! gone to the node bucket.
+use std::collections::BTreeMap;
+
+use agent_common::{counter_slot_meaning, CounterValue, COUNTED_WORKLOADS, COUNTER_SLOTS};
 use aya::maps::PerCpuValues;
 
 use super::{
@@ -8,31 +12,48 @@ use super::{
     DatapathError,
 };
 
-/// Moves the counters of a workload that is gone into the retired bucket,
-/// so node totals never go backwards.
+/// (verdict, reason) → (packets, bytes) of one workload, summed over CPUs.
+pub fn of_workload(maps: &Maps, workload: u32) -> Result<BTreeMap<(u8, u8), (u64, u64)>, DatapathError> {
+    let mut out = BTreeMap::new();
+    if workload >= COUNTED_WORKLOADS {
+        return Ok(out);
+    }
+    for slot in 0..COUNTER_SLOTS {
+        let values = maps.counters.get(&(workload * COUNTER_SLOTS + slot), 0).map_err(map_err("TG_COUNTS"))?;
+        let (p, b) = values.iter().fold((0u64, 0u64), |(p, b), v| (p + v.packets, b + v.bytes));
+        if p > 0 || b > 0 {
+            out.insert(counter_slot_meaning(slot), (p, b));
+        }
+    }
+    Ok(out)
+}
+
+/// Moves the counters of a workload that is gone into the node bucket
+/// (workload 0), so node totals never go backwards, and zeroes its slots
+/// so that a pod that gets the id later starts from nothing.
 pub fn retire(maps: &mut Maps, id: u32) -> Result<(), DatapathError> {
-    let keys: Vec<CounterKey> = maps
-        .counters
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| k.workload == id)
-        .collect();
-    for key in keys {
-        let Ok(gone) = maps.counters.get(&key, 0) else { continue };
-        let retired_key = CounterKey { workload: RETIRED_WORKLOAD, ..key };
-        let prev = maps.counters.get(&retired_key, 0).ok();
+    if id == RETIRED_WORKLOAD || id >= COUNTED_WORKLOADS {
+        return Ok(());
+    }
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::io("counting CPUs", e))?;
+    let zero = || PerCpuValues::try_from(vec![CounterValue::default(); cpus]);
+    for slot in 0..COUNTER_SLOTS {
+        let index = id * COUNTER_SLOTS + slot;
+        let gone = maps.counters.get(&index, 0).map_err(map_err("TG_COUNTS"))?;
+        if gone.iter().all(|v| v.packets == 0 && v.bytes == 0) {
+            continue;
+        }
+        let node_index = RETIRED_WORKLOAD * COUNTER_SLOTS + slot;
+        let node = maps.counters.get(&node_index, 0).map_err(map_err("TG_COUNTS"))?;
         let summed: Vec<CounterValue> = gone
             .iter()
-            .enumerate()
-            .map(|(cpu, v)| {
-                let p = prev.as_ref().map(|p| p[cpu]).unwrap_or_default();
-                CounterValue { packets: p.packets + v.packets, bytes: p.bytes + v.bytes }
-            })
+            .zip(node.iter())
+            .map(|(g, n)| CounterValue { packets: g.packets + n.packets, bytes: g.bytes + n.bytes })
             .collect();
-        let values = PerCpuValues::try_from(summed)
-            .map_err(|e| DatapathError::io("summing retired counters", e))?;
-        maps.counters.insert(retired_key, values, 0).map_err(map_err("TG_COUNTERS"))?;
-        let _ = maps.counters.remove(&key);
+        let summed = PerCpuValues::try_from(summed).map_err(|e| DatapathError::io("summing retired counters", e))?;
+        maps.counters.set(node_index, summed, 0).map_err(map_err("TG_COUNTS"))?;
+        let zero = zero().map_err(|e| DatapathError::io("zeroing counters", e))?;
+        maps.counters.set(index, zero, 0).map_err(map_err("TG_COUNTS"))?;
     }
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! Typed handles on the Tollgate maps, either from a fresh load (the
 //! agent, private verify loads) or from their pins (read-only commands).
 use agent_common::{
-    map_names, CgroupEntry, CounterKey, CounterValue, FlowKey, FlowValue, PodAddrs, RuleKeyV4, RuleKeyV6,
-    RuleSet, WorkloadInfo,
+    map_names, CgroupEntry, CounterValue, FlowKey, FlowValue, PodAddrs, RuleKeyV4, RuleKeyV6, RuleSet,
+    WorkloadInfo,
 };
 use aya::{
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
     Ebpf,
 };
 
@@ -15,7 +15,8 @@ pub struct Maps {
     pub cgroups: HashMap<MapData, u64, CgroupEntry>,
     pub rules_v4: LpmTrie<MapData, RuleKeyV4, RuleSet>,
     pub rules_v6: LpmTrie<MapData, RuleKeyV6, RuleSet>,
-    pub counters: PerCpuHashMap<MapData, CounterKey, CounterValue>,
+    /// Per-CPU array indexed by `agent_common::counter_index`.
+    pub counters: PerCpuArray<MapData, CounterValue>,
     pub workloads: HashMap<MapData, u32, WorkloadInfo>,
     pub flows: HashMap<MapData, FlowKey, FlowValue>,
     pub meta: Array<MapData, u64>,
@@ -75,7 +76,7 @@ impl Maps {
             cap(map_names::RULES_V6, self.rules_v6.map())?,
             cap(map_names::WORKLOADS, self.workloads.map())?,
             cap(map_names::ADDRS, self.addrs.map())?,
-            cap(map_names::COUNTERS, self.counters.map())?,
+            (map_names::COUNTERS, self.counters.len()),
             cap(map_names::FLOWS, self.flows.map())?,
         ])
     }

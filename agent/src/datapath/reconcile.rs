@@ -8,13 +8,15 @@ use std::{
     net::IpAddr,
 };
 
-use agent_common::{CgroupEntry, PodAddrs, FLAG_FAIL_CLOSED, FLAG_UNCLASSIFIED, MODE_ENFORCE, MODE_OFF, POLICY_GLOBAL};
+use agent_common::{
+    CgroupEntry, PodAddrs, FLAG_FAIL_CLOSED, FLAG_UNCLASSIFIED, META_GENERATION, MODE_ENFORCE, MODE_OFF, POLICY_GLOBAL,
+};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use super::{
     ids,
-    pinned::Maps,
+    pinned::{map_err, Maps},
     plan::{plan, Plan},
     shadow::Shadow,
     writer::{MapsWriter, Write, Writer},
@@ -115,6 +117,10 @@ pub fn apply_with(
     let p = plan(desired, cgroups, inputs, &shadow, max_id);
     let report = execute(&p, desired, &mut MapsWriter(maps), &mut shadow);
     maps.shadow = Some(shadow);
+    if report.changed() {
+        // Verdicts cached with sockets were decided under the old state.
+        bump_generation(maps)?;
+    }
     if report.changed() {
         debug!(?report, "datapath updated");
     }
@@ -217,6 +223,14 @@ fn note(w: &Write, r: &mut ApplyReport, s: &mut Shadow) {
             r.cgroups_removed += 1;
         }
     }
+}
+
+/// Moves the policy generation on: every verdict cached with a socket
+/// is decided again on its next packet.
+pub fn bump_generation(maps: &mut Maps) -> Result<u64, DatapathError> {
+    let gen = maps.meta.get(&META_GENERATION, 0).map_err(map_err("TG_META"))?.wrapping_add(1);
+    maps.meta.set(META_GENERATION, gen, 0).map_err(map_err("TG_META"))?;
+    Ok(gen)
 }
 
 /// Entries and capacity of one map.

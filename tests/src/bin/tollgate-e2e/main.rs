@@ -97,6 +97,9 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// One connected UDP socket instead of a TCP connection.
+        #[arg(long)]
+        udp: bool,
     },
     /// TCP SYNs from random sources of NET/24 through a raw socket (one JSON line).
     SynFlood {
@@ -200,8 +203,13 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::TcpEcho { listen } => traffic::tcp_echo(&listen),
-        Cmd::TcpChat { to, count, interval_ms, timeout_ms } => {
-            let r = traffic::tcp_chat(to, count, Duration::from_millis(interval_ms), Duration::from_millis(timeout_ms));
+        Cmd::TcpChat { to, count, interval_ms, timeout_ms, udp } => {
+            let (interval, timeout) = (Duration::from_millis(interval_ms), Duration::from_millis(timeout_ms));
+            let r = if udp {
+                traffic::udp_chat(to, count, interval, timeout)
+            } else {
+                traffic::tcp_chat(to, count, interval, timeout)
+            };
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
