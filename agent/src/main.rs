@@ -109,6 +109,12 @@ enum Command {
     Flows {
         #[arg(long)]
         follow: bool,
+        /// Only flows of pods of this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only flows of pods of this name.
+        #[arg(long)]
+        pod: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -229,7 +235,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Counters { output } => cli::counters::run(&cli.bpffs, output),
-        Command::Flows { follow, output } => cli::flows::run(&cli.bpffs, follow, output),
+        Command::Flows { follow, namespace, pod, output } => {
+            cli::flows::run(&cli.bpffs, &state_dir, follow, output, cli::flows::Filter { namespace, pod })
+        }
         Command::Status { output } => cli::status::run(&cli.bpffs, &state_dir, output),
         Command::Analyze { manifests, cluster_cidrs, output } => {
             cli::analyze::run(cli::analyze::Source::from_flags(manifests, cluster_cidrs, state_dir)?, output)

@@ -143,6 +143,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
     }
     let status_path = cfg.state_dir.join(state::STATUS_FILE);
     let mut status = StatusFile::new(&cfg, dp.outcome == AttachOutcome::Adopted);
+    let mut flow_events = datapath::events::FlowEvents::new(&cfg.state_dir);
     let mut index: Option<CgroupIndex> = None;
     let mut dirty = true;
     let mut pending: Option<u64> = None;
@@ -244,6 +245,15 @@ pub fn run(cfg: AgentConfig) -> Result<(), RuntimeError> {
                 }
                 Err(e) => warn!(error = %e, "applying to the datapath failed; retrying"),
             }
+        }
+        // Drop events: from the kernel's ring into the journal `flows` reads.
+        match flow_events.poll(&mut dp.maps) {
+            Ok(records) => {
+                for r in records {
+                    tracing::debug!(target: "tollgate::flows", namespace = %r.namespace, pod = %r.pod, src = %r.src, dst = %r.dst, protocol = %r.protocol, verdict = %r.verdict, reason = %r.reason, layer = %r.layer, "flow");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot record drop events"),
         }
         let spent = tick.elapsed();
         if spent < cfg.poll {
