@@ -20,7 +20,6 @@ pub mod map_names {
     /// would not load).
     pub const COUNTERS: &str = "TG_COUNTS";
     pub const WORKLOADS: &str = "TG_WORKLOADS";
-    pub const FLOWS: &str = "TG_FLOWS";
     pub const META: &str = "TG_META";
     /// Socket storage: reply state and cached verdicts of each socket.
     pub const SOCKS: &str = "TG_SOCKS";
@@ -31,8 +30,15 @@ pub mod map_names {
     pub const UDP_PEERS: &str = "TG_UDP_PEERS";
     /// Each workload's own addresses.
     pub const ADDRS: &str = "TG_ADDRS";
-    pub const ALL: [&str; 11] = [
-        CGROUPS, RULES_V4, RULES_V6, COUNTERS, WORKLOADS, FLOWS, META, SOCKS, SYN_SEEN, UDP_PEERS, ADDRS,
+    /// Ring buffer of drop and audit events.
+    pub const EVENTS: &str = "TG_EVENTS";
+    /// Per-workload token buckets of the events.
+    pub const EVENT_LIMITS: &str = "TG_EVENT_LIMITS";
+    /// Per-workload (per-CPU) count of events the rate limit held back.
+    pub const EVENTS_SUPPRESSED: &str = "TG_EVENTS_SUPPRESSED";
+    pub const ALL: [&str; 13] = [
+        CGROUPS, RULES_V4, RULES_V6, COUNTERS, WORKLOADS, META, SOCKS, SYN_SEEN, UDP_PEERS, ADDRS, EVENTS,
+        EVENT_LIMITS, EVENTS_SUPPRESSED,
     ];
 }
 
@@ -48,8 +54,8 @@ pub mod map_sizes {
     pub const COUNTERS: u32 = super::COUNTED_WORKLOADS * super::COUNTER_SLOTS;
     /// Workloads (pods) known on one node.
     pub const WORKLOADS: u32 = 16_384;
-    /// Most recent dropped/audited flows kept for `tollgate flows`.
-    pub const FLOWS: u32 = 16_384;
+    /// Bytes of the event ring buffer (about 13,000 events of 80 bytes).
+    pub const EVENTS_BYTES: u32 = 1 << 20;
     /// Inbound TCP handshakes in progress (SYN seen, not yet accepted).
     pub const SYN_SEEN: u32 = 65_536;
     /// (UDP/SCTP socket, peer) pairs that may be answered.
@@ -298,31 +304,57 @@ impl Default for WorkloadInfo {
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-/// Key of `TG_FLOWS` (an LRU of recent dropped and audited flows).
-/// IPv4 addresses sit in the first 4 bytes of `src`/`dst`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    pub workload: u32,
-    pub family: u8,
-    pub proto: u8,
-    pub verdict: u8,
-    pub reason: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
+/// Where a verdict was taken (`FlowEvent::layer`).
+pub const LAYER_CGROUP_EGRESS: u8 = 1;
+pub const LAYER_CONNECT: u8 = 2;
+pub const LAYER_SENDMSG: u8 = 3;
+pub const LAYER_TC: u8 = 4;
+
+pub fn layer_name(layer: u8) -> &'static str {
+    match layer {
+        LAYER_CGROUP_EGRESS => "cgroup-egress",
+        LAYER_CONNECT => "connect",
+        LAYER_SENDMSG => "sendmsg",
+        LAYER_TC => "tc",
+        _ => "unknown",
+    }
 }
 
+/// One dropped or audited packet (or refused call), sent through the ring
+/// buffer `TG_EVENTS`. IPv4 addresses sit in the first 4 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowValue {
+pub struct FlowEvent {
     /// `CLOCK_BOOTTIME` nanoseconds.
-    pub first_ns: u64,
-    pub last_ns: u64,
-    pub packets: u64,
-    pub bytes: u64,
+    pub time_ns: u64,
+    pub workload: u32,
+    pub bytes: u32,
+    pub layer: u8,
+    pub verdict: u8,
+    pub reason: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad2: [u8; 6],
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
 }
+
+/// Token bucket of one workload's events (`TG_EVENT_LIMITS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventBucket {
+    /// Tokens, in thousandths of an event.
+    pub milli_tokens: u64,
+    pub last_ns: u64,
+}
+
+/// Events per second and burst of each workload (the kernel's defaults
+/// when `TG_META` holds 0).
+pub const EVENTS_PER_SECOND: u64 = 100;
+pub const EVENTS_BURST: u64 = 200;
 
 /// `SockState::flags`: the socket is a TCP connection the pod accepted
 /// from a real peer (its SYN arrived on a device other than `lo`, from an
@@ -406,6 +438,8 @@ pub const META_OBJECT_HASH: u32 = 0;
 /// changed rules, cgroups or workloads; verdicts cached with a socket are
 /// valid only for the generation they were decided under.
 pub const META_GENERATION: u32 = 2;
+/// Events per second per workload (0: `EVENTS_PER_SECOND`).
+pub const META_EVENT_RATE: u32 = 3;
 pub const META_ENTRIES: u32 = 4;
 
 /// `__sk_buff.cb` layout of the verify program (never attached; run with
@@ -427,8 +461,8 @@ mod pod_impls {
     unsafe impl aya::Pod for CounterKey {}
     unsafe impl aya::Pod for CounterValue {}
     unsafe impl aya::Pod for WorkloadInfo {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for FlowEvent {}
+    unsafe impl aya::Pod for EventBucket {}
     unsafe impl aya::Pod for SockState {}
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for PeerKey {}

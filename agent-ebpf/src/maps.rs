@@ -1,11 +1,11 @@
 //! The maps, pinned by name under the agent's bpffs folder.
 use agent_common::{
-    map_sizes, CgroupEntry, ConnKey, CounterValue, FlowKey, FlowValue, PeerKey, PodAddrs, RuleKeyV4, RuleKeyV6,
-    RuleSet, SockState, WorkloadInfo, META_ENTRIES,
+    map_sizes, CgroupEntry, ConnKey, CounterValue, EventBucket, PeerKey, PodAddrs, RuleKeyV4, RuleKeyV6, RuleSet,
+    SockState, WorkloadInfo, COUNTED_WORKLOADS, META_ENTRIES,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 use crate::sock_storage::SockStorage;
@@ -32,8 +32,19 @@ pub static TG_COUNTS: PerCpuArray<CounterValue> = PerCpuArray::pinned(map_sizes:
 pub static TG_WORKLOADS: HashMap<u32, WorkloadInfo> =
     HashMap::pinned(map_sizes::WORKLOADS, NO_PREALLOC);
 
+/// One event per dropped or audited packet (within each workload's rate
+/// limit), for the agent (or `tollgate flows`) to read.
 #[map]
-pub static TG_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(map_sizes::FLOWS, 0);
+pub static TG_EVENTS: RingBuf = RingBuf::pinned(map_sizes::EVENTS_BYTES, 0);
+
+/// Token buckets of the events, by workload (updated without atomics: a
+/// race between CPUs can only let an event more through or hold one back).
+#[map]
+pub static TG_EVENT_LIMITS: Array<EventBucket> = Array::pinned(COUNTED_WORKLOADS, 0);
+
+/// Events the rate limit held back, by workload (per CPU, exact).
+#[map]
+pub static TG_EVENTS_SUPPRESSED: PerCpuArray<u64> = PerCpuArray::pinned(COUNTED_WORKLOADS, 0);
 
 #[map]
 pub static TG_META: Array<u64> = Array::pinned(META_ENTRIES, 0);

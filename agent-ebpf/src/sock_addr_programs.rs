@@ -2,8 +2,8 @@
 //! application in an enforced pod gets EPERM at once instead of a SYN that
 //! is silently dropped.
 use agent_common::{
-    parse::Flow, CgroupEntry, FAMILY_V4, FAMILY_V6, FLAG_SIDECAR_REDIRECT, MODE_ENFORCE, MODE_OFF, REASON_REPLY,
-    VERDICT_DROP,
+    parse::Flow, CgroupEntry, FAMILY_V4, FAMILY_V6, FLAG_SIDECAR_REDIRECT, LAYER_CONNECT, LAYER_SENDMSG,
+    MODE_ENFORCE, MODE_OFF, REASON_REPLY, VERDICT_DROP,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -92,7 +92,8 @@ fn check(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
         return ALLOW;
     }
     record::count(entry.workload, VERDICT_DROP, d.reason, 0);
-    record::flow(entry.workload, VERDICT_DROP, d.reason, &flow, 0);
+    let layer = if sendmsg { LAYER_SENDMSG } else { LAYER_CONNECT };
+    record::event(entry.workload, VERDICT_DROP, d.reason, &flow, 0, layer);
     DENY
 }
 

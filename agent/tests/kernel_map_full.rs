@@ -102,7 +102,7 @@ fn denied_fail_closed(v: &[(bool, String)]) -> bool {
 
 #[test]
 fn baseline_without_a_full_map() {
-    let (report, verdicts, registered) = apply_shrunk("TG_FLOWS", 16);
+    let (report, verdicts, registered) = apply_shrunk("TG_SYN_SEEN", 16);
     assert!(report.full_maps.is_empty(), "{report:?}");
     let v = verdicts.expect("test-egress/sleep registered");
     assert_eq!(v[0], (true, "cluster-internal".to_string()), "{v:?}");

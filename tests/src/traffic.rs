@@ -400,3 +400,28 @@ pub fn udp_chat(to: SocketAddr, count: u64, interval: Duration, timeout: Duratio
     r.elapsed_ms = start.elapsed().as_millis() as u64;
     r
 }
+
+#[derive(Debug, Default, Serialize)]
+pub struct SprayResult {
+    pub sent: u64,
+    pub refused: u64,
+    pub other_errors: u64,
+    pub elapsed_ms: u64,
+}
+
+/// `count` unconnected UDP datagrams to `to`, as fast as possible.
+pub fn udp_spray(to: SocketAddr, count: u64) -> Result<SprayResult> {
+    let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let s = UdpSocket::bind(bind)?;
+    let start = Instant::now();
+    let mut r = SprayResult::default();
+    for _ in 0..count {
+        match s.send_to(b"spray", to) {
+            Ok(_) => r.sent += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => r.refused += 1,
+            Err(_) => r.other_errors += 1,
+        }
+    }
+    r.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(r)
+}

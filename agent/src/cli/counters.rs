@@ -28,6 +28,8 @@ pub struct WorkloadCounters {
     pub totals: Totals,
     /// Packets by reason code, e.g. {"no-rule": 3, "gateway": 10}.
     pub reasons: BTreeMap<String, u64>,
+    /// Drop events the kernel's rate limit did not send.
+    pub events_suppressed: u64,
 }
 
 impl Totals {
@@ -62,9 +64,11 @@ pub fn read(maps: &Maps) -> Result<Counters, CliError> {
     for ((verdict, _), (p, b)) in datapath_counters::of_workload(maps, ids::RETIRED_WORKLOAD).map_err(env)? {
         node.add(verdict, p, b);
     }
+    let suppressed = crate::datapath::events::suppressed(maps).map_err(env)?;
     let mut workloads = Vec::new();
     for (id, (ns, pod, uid)) in names {
-        let mut w = WorkloadCounters { namespace: ns, pod, uid, ..Default::default() };
+        let events_suppressed = suppressed.get(&id).copied().unwrap_or(0);
+        let mut w = WorkloadCounters { namespace: ns, pod, uid, events_suppressed, ..Default::default() };
         for ((verdict, reason), (p, b)) in datapath_counters::of_workload(maps, id).map_err(env)? {
             if w.totals.add(verdict, p, b) {
                 node.add(verdict, p, b);

@@ -3,6 +3,7 @@
 pub mod bpffs;
 pub mod counters;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod inputs;
 pub mod load;

@@ -1,11 +1,10 @@
 //! Typed handles on the Tollgate maps, either from a fresh load (the
 //! agent, private verify loads) or from their pins (read-only commands).
 use agent_common::{
-    map_names, CgroupEntry, CounterValue, FlowKey, FlowValue, PodAddrs, RuleKeyV4, RuleKeyV6, RuleSet,
-    WorkloadInfo,
+    map_names, CgroupEntry, CounterValue, PodAddrs, RuleKeyV4, RuleKeyV6, RuleSet, WorkloadInfo,
 };
 use aya::{
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
 
@@ -18,7 +17,10 @@ pub struct Maps {
     /// Per-CPU array indexed by `agent_common::counter_index`.
     pub counters: PerCpuArray<MapData, CounterValue>,
     pub workloads: HashMap<MapData, u32, WorkloadInfo>,
-    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// Drop and audit events (see `events`).
+    pub events: RingBuf<MapData>,
+    /// Events the kernel's rate limit held back, by workload.
+    pub events_suppressed: PerCpuArray<MapData, u64>,
     pub meta: Array<MapData, u64>,
     pub addrs: HashMap<MapData, u32, PodAddrs>,
     /// What the maps hold, kept between applies (see `reconcile`).
@@ -57,7 +59,8 @@ impl Maps {
             rules_v6: typed(map(map_names::RULES_V6)?)?,
             counters: typed(map(map_names::COUNTERS)?)?,
             workloads: typed(map(map_names::WORKLOADS)?)?,
-            flows: typed(map(map_names::FLOWS)?)?,
+            events: typed(map(map_names::EVENTS)?)?,
+            events_suppressed: typed(map(map_names::EVENTS_SUPPRESSED)?)?,
             meta: typed(map(map_names::META)?)?,
             addrs: typed(map(map_names::ADDRS)?)?,
             shadow: None,
@@ -77,7 +80,6 @@ impl Maps {
             cap(map_names::WORKLOADS, self.workloads.map())?,
             cap(map_names::ADDRS, self.addrs.map())?,
             (map_names::COUNTERS, self.counters.len()),
-            cap(map_names::FLOWS, self.flows.map())?,
         ])
     }
 

@@ -101,6 +101,13 @@ enum Cmd {
         #[arg(long)]
         udp: bool,
     },
+    /// Unconnected UDP datagrams to one address, as fast as possible (one JSON line).
+    UdpSpray {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+    },
     /// TCP SYNs from random sources of NET/24 through a raw socket (one JSON line).
     SynFlood {
         #[arg(long)]
@@ -211,6 +218,10 @@ fn real_main() -> Result<()> {
                 traffic::tcp_chat(to, count, interval, timeout)
             };
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::UdpSpray { to, count } => {
+            println!("{}", serde_json::to_string(&traffic::udp_spray(to, count)?)?);
             Ok(())
         }
         Cmd::SynFlood { to, net, count } => {
