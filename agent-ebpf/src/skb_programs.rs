@@ -96,6 +96,11 @@ pub fn tg_egress(ctx: SkBuffContext) -> i32 {
         if d.reason != REASON_REPLY || flow.proto == PROTO_TCP {
             verdict_cache::store_verdict(sk, gen, &entry, &flow, &d);
         }
+        if !d.allow {
+            // Once per socket and flow (the verdict is cached); compiled
+            // out by the verifier unless the agent runs with --kernel-log.
+            aya_log_ebpf::debug!(&ctx, "workload {} denied: reason {}, protocol {}, port {}", entry.workload, d.reason, flow.proto, flow.dport);
+        }
         d
     };
     if record::record(&entry, &d, &flow, bytes) == VERDICT_DROP {

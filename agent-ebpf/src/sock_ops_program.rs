@@ -60,6 +60,8 @@ pub fn tg_sockops(ctx: SockOpsContext) -> u32 {
     let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
     if let Some(st) = TG_SOCKS.get(sk, true) {
         unsafe { (*st).flags |= SOCK_INBOUND };
+        // Compiled out by the verifier unless the agent runs with --kernel-log.
+        aya_log_ebpf::debug!(&ctx, "accepted a connection from a real peer on port {}: it may answer", key.local_port);
     }
     let _ = TG_SYN_SEEN.remove(key);
     1

@@ -30,6 +30,8 @@ pub enum DatapathError {
     TestRun { name: String, #[source] source: aya::programs::ProgramError },
     #[error("the verify program gave no verdict (workload not registered)")]
     NoVerdict,
+    #[error("reading the kernel programs' logs: {0}")]
+    KernelLog(String),
 }
 
 impl DatapathError {
@@ -50,7 +52,8 @@ impl DatapathError {
             | DatapathError::Link { .. }
             | DatapathError::TestRun { .. }
             | DatapathError::NoKernelObject
-            | DatapathError::NoVerdict => "program",
+            | DatapathError::NoVerdict
+            | DatapathError::KernelLog(_) => "program",
             DatapathError::Io { .. } => "other",
         }
     }

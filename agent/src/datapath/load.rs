@@ -34,7 +34,18 @@ pub struct LoadOptions {
     /// (map, max entries) overrides: tests shrink maps to fill them fast.
     /// Only for maps not pinned yet (a pinned map keeps its size).
     pub max_entries: Vec<(&'static str, u32)>,
+    /// Kernel logs (aya-log) on: the programs' log level is set at load
+    /// (a read-only global: when off, the verifier removes every log call,
+    /// so the packet path pays nothing).
+    pub kernel_log: bool,
 }
+
+/// aya-log-ebpf's level global: 0 is off, 4 is debug.
+const LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+const LOG_LEVEL_DEBUG: u8 = 4;
+/// Mixed into the stored object hash when the programs log, so that an
+/// agent without --kernel-log replaces them instead of adopting them.
+const KERNEL_LOG_SALT: u64 = 0x6b6c_6f67_0000_0001;
 
 pub fn load_object_with(pins: &PinDir, opts: &LoadOptions) -> Result<Ebpf, DatapathError> {
     let bytes = object::bytes()?;
@@ -43,6 +54,8 @@ pub fn load_object_with(pins: &PinDir, opts: &LoadOptions) -> Result<Ebpf, Datap
     for (name, n) in &opts.max_entries {
         loader.map_max_entries(name, *n);
     }
+    let level: u8 = if opts.kernel_log { LOG_LEVEL_DEBUG } else { 0 };
+    loader.override_global(LOG_LEVEL_GLOBAL, &level, true);
     Ok(loader.load(bytes)?)
 }
 
@@ -59,6 +72,18 @@ pub struct AgentDatapath {
     pub maps: Maps,
     pub pins: PinDir,
     pub outcome: AttachOutcome,
+    /// Reads the kernel programs' logs (with `--kernel-log`).
+    pub kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl AgentDatapath {
+    /// Forwards what the kernel programs logged to the agent's log (call
+    /// it every tick).
+    pub fn flush_kernel_log(&mut self) {
+        if let Some(l) = self.kernel_log.as_mut() {
+            l.flush();
+        }
+    }
 }
 
 fn cgroup_id(path: &Path) -> Result<u64, DatapathError> {
@@ -71,17 +96,28 @@ fn cgroup_id(path: &Path) -> Result<u64, DatapathError> {
 /// programs on the same cgroup). A replaced program is detached only
 /// after its successor is attached, so enforcement never stops.
 pub fn start_agent_datapath(pins: PinDir, cgroup_root: &Path) -> Result<AgentDatapath, DatapathError> {
+    start_agent_datapath_with(pins, cgroup_root, &LoadOptions::default())
+}
+
+/// [`start_agent_datapath`] with load options. With `kernel_log`, the
+/// programs are always attached anew (the log level is set at load), and
+/// their logs are read by [`AgentDatapath::flush_kernel_log`].
+pub fn start_agent_datapath_with(
+    pins: PinDir,
+    cgroup_root: &Path,
+    opts: &LoadOptions,
+) -> Result<AgentDatapath, DatapathError> {
     pins.create()?;
-    let mut ebpf = load_object(&pins)?;
+    let mut ebpf = load_object_with(&pins, opts)?;
     let mut maps = Maps::take(&mut ebpf)?;
-    let hash = object::hash();
+    let hash = object::hash() ^ if opts.kernel_log { KERNEL_LOG_SALT } else { 0 };
     let root_id = cgroup_id(cgroup_root)?;
     let stored_hash = maps.meta.get(&META_OBJECT_HASH, 0).map_err(map_err("TG_META"))?;
     let stored_root = maps.meta.get(&META_CGROUP_ROOT, 0).map_err(map_err("TG_META"))?;
     let all_pinned = object::root_programs().all(|p| pins.link(p.name).exists());
-    if all_pinned && stored_hash == hash && stored_root == root_id {
+    if all_pinned && stored_hash == hash && stored_root == root_id && !opts.kernel_log {
         info!(bpffs = %pins.root.display(), "adopted the pinned programs of a previous agent");
-        return Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Adopted });
+        return Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Adopted, kernel_log: None });
     }
     let cgroup = File::open(cgroup_root)
         .map_err(|e| DatapathError::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
@@ -113,7 +149,12 @@ pub fn start_agent_datapath(pins: PinDir, cgroup_root: &Path) -> Result<AgentDat
     maps.meta.set(META_OBJECT_HASH, hash, 0).map_err(map_err("TG_META"))?;
     maps.meta.set(META_CGROUP_ROOT, root_id, 0).map_err(map_err("TG_META"))?;
     info!(bpffs = %pins.root.display(), cgroup_root = %cgroup_root.display(), "attached the programs");
-    Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Attached })
+    let kernel_log = if opts.kernel_log {
+        Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| DatapathError::KernelLog(e.to_string()))?)
+    } else {
+        None
+    };
+    Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Attached, kernel_log })
 }
 
 fn prog_err(name: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathError + '_ {
