@@ -68,7 +68,7 @@ fn apply_shrunk(map: &'static str, size: u32) -> (reconcile::ApplyReport, Option
     let _g = Pins(dir.clone());
     let pins = PinDir::new(&dir);
     pins.create().expect("needs root and a bpffs at /sys/fs/bpf");
-    let mut ebpf = load_object_with(&pins, &LoadOptions { max_entries: vec![(map, size)] }).unwrap();
+    let mut ebpf = load_object_with(&pins, &LoadOptions { max_entries: vec![(map, size)], ..Default::default() }).unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
     let d = desired();
     let (report, registered) = reconcile::apply_with(&mut maps, &d, &CgroupIndex::default(), &addresses(&d)).unwrap();

@@ -12,8 +12,11 @@ use super::{
     DatapathError,
 };
 
-/// (verdict, reason) → (packets, bytes) of one workload, summed over CPUs.
-pub fn of_workload(maps: &Maps, workload: u32) -> Result<BTreeMap<(u8, u8), (u64, u64)>, DatapathError> {
+/// (verdict, reason) → (packets, bytes).
+pub type ByVerdictReason = BTreeMap<(u8, u8), (u64, u64)>;
+
+/// The counters of one workload, summed over CPUs.
+pub fn of_workload(maps: &Maps, workload: u32) -> Result<ByVerdictReason, DatapathError> {
     let mut out = BTreeMap::new();
     if workload >= COUNTED_WORKLOADS {
         return Ok(out);
