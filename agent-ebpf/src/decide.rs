@@ -1,16 +1,15 @@
 //! The one decision: may this workload send this flow? Used by every
 //! program, including the verify program that `tollgate verify` runs.
 use agent_common::{
-    CgroupEntry, ReplyKey, RuleKeyV4, RuleKeyV6, RuleSet, FAMILY_V4, FLAG_GATEWAY, MAX_PORT_RULES,
-    MODE_OFF, POLICY_GLOBAL, POLICY_ID_BITS, REASON_GATEWAY_POD, REASON_LOOPBACK, REASON_NOT_ENFORCED,
-    REASON_NO_RULE, REASON_REPLY,
+    parse::Flow,
+    rule_key::{rule_key_v4, rule_key_v6, rule_prefix_len},
+    CgroupEntry, RuleSet, FAMILY_V4, FLAG_FAIL_CLOSED, FLAG_GATEWAY, FLAG_UNCLASSIFIED, MAX_PORT_RULES,
+    MODE_OFF, POLICY_GLOBAL, REASON_FAIL_CLOSED, REASON_GATEWAY_POD, REASON_LOOPBACK, REASON_NOT_ENFORCED,
+    REASON_NO_RULE, REASON_UNCLASSIFIED,
 };
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::{
-    maps::{TG_REPLIES, TG_RULES_V4, TG_RULES_V6},
-    packet::Flow,
-};
+use crate::maps::{TG_RULES_V4, TG_RULES_V6};
 
 #[derive(Clone, Copy)]
 pub struct Decision {
@@ -20,17 +19,11 @@ pub struct Decision {
 
 #[inline(always)]
 fn rules_for(policy: u32, flow: &Flow) -> Option<&'static RuleSet> {
-    let id = policy.to_be_bytes();
     if flow.family == FAMILY_V4 {
-        let mut data: RuleKeyV4 = [0; 8];
-        data[..4].copy_from_slice(&id);
-        data[4..].copy_from_slice(&flow.dst[..4]);
-        TG_RULES_V4.get(Key::new(POLICY_ID_BITS + 32, data))
+        let dst = [flow.dst[0], flow.dst[1], flow.dst[2], flow.dst[3]];
+        TG_RULES_V4.get(Key::new(rule_prefix_len(32), rule_key_v4(policy, dst)))
     } else {
-        let mut data: RuleKeyV6 = [0; 20];
-        data[..4].copy_from_slice(&id);
-        data[4..].copy_from_slice(&flow.dst);
-        TG_RULES_V6.get(Key::new(POLICY_ID_BITS + 128, data))
+        TG_RULES_V6.get(Key::new(rule_prefix_len(128), rule_key_v6(policy, &flow.dst)))
     }
 }
 
@@ -52,38 +45,41 @@ fn first_match(set: &RuleSet, proto: u8, port: u16) -> Option<u8> {
 }
 
 #[inline(always)]
-fn is_loopback(flow: &Flow) -> bool {
-    if flow.family == FAMILY_V4 {
-        return flow.dst[0] == 127;
+pub fn is_loopback(flow: &Flow) -> bool {
+    is_loopback_addr(flow.family, &flow.dst)
+}
+
+/// 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104.
+#[inline(always)]
+pub fn is_loopback_addr(family: u8, d: &[u8; 16]) -> bool {
+    if family == FAMILY_V4 {
+        return d[0] == 127;
     }
-    let d = &flow.dst;
     let ten_zero = d[0] | d[1] | d[2] | d[3] | d[4] | d[5] | d[6] | d[7] | d[8] | d[9] == 0;
-    // ::1
     if ten_zero && d[10] == 0 && d[11] == 0 && d[12] | d[13] | d[14] == 0 && d[15] == 1 {
         return true;
     }
-    // ::ffff:127.0.0.0/104
     ten_zero && d[10] == 0xff && d[11] == 0xff && d[12] == 127
 }
 
-/// The reply key of an outbound flow, as `tg_ingress` stored it.
+/// Entries that deny whatever the packet: a marker cgroup (a pod the
+/// agent has not classified yet) and a pod that could not be fully
+/// registered.
 #[inline(always)]
-pub fn reply_key(workload: u32, flow: &Flow) -> ReplyKey {
-    ReplyKey {
-        workload,
-        family: flow.family,
-        proto: flow.proto,
-        local_port: flow.sport,
-        remote: flow.dst,
-        remote_port: flow.dport,
-        _pad: [0; 2],
+pub fn gate(entry: &CgroupEntry) -> Option<Decision> {
+    if entry.flags & FLAG_UNCLASSIFIED != 0 {
+        return Some(Decision { allow: false, reason: REASON_UNCLASSIFIED });
     }
+    if entry.flags & FLAG_FAIL_CLOSED != 0 {
+        return Some(Decision { allow: false, reason: REASON_FAIL_CLOSED });
+    }
+    None
 }
 
-/// Decides for a registered workload. `check_replies` is false where there
-/// can be no inbound flow to answer (`connect()`, verify's made-up packet).
+/// Decides by the rules for a registered workload (replies are the
+/// caller's: only the packet path knows the socket).
 #[inline(always)]
-pub fn decide(entry: &CgroupEntry, flow: &Flow, check_replies: bool) -> Decision {
+pub fn decide(entry: &CgroupEntry, flow: &Flow) -> Decision {
     if entry.mode == MODE_OFF {
         let reason = if entry.flags & FLAG_GATEWAY != 0 {
             REASON_GATEWAY_POD
@@ -91,6 +87,9 @@ pub fn decide(entry: &CgroupEntry, flow: &Flow, check_replies: bool) -> Decision
             REASON_NOT_ENFORCED
         };
         return Decision { allow: true, reason };
+    }
+    if let Some(d) = gate(entry) {
+        return d;
     }
     if is_loopback(flow) {
         return Decision { allow: true, reason: REASON_LOOPBACK };
@@ -106,12 +105,6 @@ pub fn decide(entry: &CgroupEntry, flow: &Flow, check_replies: bool) -> Decision
             if let Some(reason) = first_match(set, flow.proto, port) {
                 return Decision { allow: true, reason };
             }
-        }
-    }
-    if check_replies && flow.ports_known {
-        let key = reply_key(entry.workload, flow);
-        if unsafe { TG_REPLIES.get(key) }.is_some() {
-            return Decision { allow: true, reason: REASON_REPLY };
         }
     }
     Decision { allow: false, reason: REASON_NO_RULE }

@@ -3,8 +3,8 @@
 //! - `tg_egress` (cgroup_skb/egress): the enforcement point. Every IPv4/IPv6
 //!   packet sent by a socket of a registered pod is checked against the
 //!   pod's allow-list and dropped (enforce) or counted (audit).
-//! - `tg_ingress` (cgroup_skb/ingress): remembers inbound flows of enforced
-//!   pods so that their replies pass.
+//! - `tg_ingress` (cgroup_skb/ingress) and `tg_sockops` (sock_ops): reply
+//!   state that a pod cannot forge (see `reply`).
 //! - `tg_connect4/6`, `tg_sendmsg4/6` (cgroup/sock_addr): the same verdict at
 //!   `connect()`/`sendmsg()`, so applications get EPERM at once.
 //! - `tg_verify` (cgroup_skb, never attached): the same decision run by
@@ -17,8 +17,12 @@ mod decide;
 mod maps;
 mod packet;
 mod record;
+mod reply;
 mod skb_programs;
 mod sock_addr_programs;
+mod sock_ops_program;
+mod sock_storage;
+mod verdict_cache;
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "license")]

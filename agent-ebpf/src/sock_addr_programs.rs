@@ -2,16 +2,21 @@
 //! application in an enforced pod gets EPERM at once instead of a SYN that
 //! is silently dropped.
 use agent_common::{
-    CgroupEntry, FAMILY_V4, FAMILY_V6, FLAG_SIDECAR_REDIRECT, MODE_ENFORCE, MODE_OFF, VERDICT_DROP,
+    parse::Flow, CgroupEntry, FAMILY_V4, FAMILY_V6, FLAG_SIDECAR_REDIRECT, LAYER_CONNECT, LAYER_SENDMSG,
+    MODE_ENFORCE, MODE_OFF, REASON_REPLY, VERDICT_DROP,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 
-use crate::{cgroup, decide::decide, packet::Flow, record};
+use crate::{
+    cgroup,
+    decide::{decide, gate, Decision},
+    record, reply,
+};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -59,21 +64,36 @@ fn flow_of(sa: *const bpf_sock_addr, v6: bool) -> Flow {
 }
 
 #[inline(always)]
-fn check(ctx: &SockAddrContext, v6: bool, check_replies: bool) -> i32 {
+fn check(ctx: &SockAddrContext, v6: bool, sendmsg: bool) -> i32 {
     let Some(entry) = current_workload() else {
         return ALLOW;
     };
-    if entry.mode == MODE_OFF || entry.flags & FLAG_SIDECAR_REDIRECT != 0 {
+    if entry.mode == MODE_OFF {
         return ALLOW;
     }
     let flow = flow_of(ctx.sock_addr, v6);
-    let d = decide(&entry, &flow, check_replies);
+    let mut d = match gate(&entry) {
+        Some(d) => d,
+        // The sidecar's redirect has not happened yet: judged on packets.
+        None if entry.flags & FLAG_SIDECAR_REDIRECT != 0 => return ALLOW,
+        None => decide(&entry, &flow),
+    };
+    if sendmsg {
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        if d.allow {
+            reply::note_outbound(cookie, &flow);
+        } else if reply::udp_peer_answers(cookie, &flow) {
+            // An unconnected UDP/SCTP socket may answer a peer it heard from.
+            d = Decision { allow: true, reason: REASON_REPLY };
+        }
+    }
     if d.allow || entry.mode != MODE_ENFORCE {
         // Allowed and audited calls are counted on their packets.
         return ALLOW;
     }
     record::count(entry.workload, VERDICT_DROP, d.reason, 0);
-    record::flow(entry.workload, VERDICT_DROP, d.reason, &flow, 0);
+    let layer = if sendmsg { LAYER_SENDMSG } else { LAYER_CONNECT };
+    record::event(entry.workload, VERDICT_DROP, d.reason, &flow, 0, layer);
     DENY
 }
 

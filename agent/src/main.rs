@@ -73,6 +73,12 @@ enum Command {
         /// How often the manifests folder is checked (--source files), in ms.
         #[arg(long, default_value_t = 250, hide = true)]
         poll_ms: u64,
+        /// Kernel programs log through aya-log (debugging; never on the packet path when off).
+        #[arg(long)]
+        kernel_log: bool,
+        /// Log every dropped or audited flow as a log line (JSON with --log-format json).
+        #[arg(long)]
+        log_flows: bool,
         /// How often the whole cgroup tree is scanned besides inotify, in ms.
         #[arg(long, default_value_t = 5000, hide = true)]
         rescan_ms: u64,
@@ -121,6 +127,12 @@ enum Command {
     Flows {
         #[arg(long)]
         follow: bool,
+        /// Only flows of pods of this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only flows of pods of this name.
+        #[arg(long)]
+        pod: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -207,6 +219,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             resolv_conf,
             poll_ms,
             rescan_ms,
+            kernel_log,
+            log_flows,
         } => {
             let source = match source {
                 SourceKind::Files => runtime::SourceConfig::Files {
@@ -241,6 +255,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 trusted_namespaces,
                 osm_namespace,
                 rescan: Duration::from_millis(rescan_ms.max(100)),
+                kernel_log,
+                log_flows,
             };
             runtime::run(cfg).map_err(|e| match e {
                 runtime::RuntimeError::Datapath(d) => CliError::from(d),
@@ -275,7 +291,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Counters { output } => cli::counters::run(&cli.bpffs, output),
-        Command::Flows { follow, output } => cli::flows::run(&cli.bpffs, follow, output),
+        Command::Flows { follow, namespace, pod, output } => {
+            cli::flows::run(&cli.bpffs, &state_dir, follow, output, cli::flows::Filter { namespace, pod })
+        }
         Command::Status { output } => cli::status::run(&cli.bpffs, &state_dir, output),
         Command::Analyze { manifests, cluster_cidrs, output } => {
             cli::analyze::run(cli::analyze::Source::from_flags(manifests, cluster_cidrs, state_dir)?, output)

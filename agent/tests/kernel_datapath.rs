@@ -4,7 +4,7 @@
 //! skips) without them.
 use std::path::{Path, PathBuf};
 
-use agent_common::{CounterKey, CounterValue, VERDICT_ALLOW, VERDICT_DROP};
+use agent_common::{counter_index, CounterValue, VERDICT_ALLOW, VERDICT_DROP};
 use aya::maps::PerCpuValues;
 use tollgate::{
     cgroups::CgroupIndex,
@@ -161,16 +161,17 @@ fn counters_of_removed_pods_move_to_the_node_total() {
     let desired = compile(&snap);
     reconcile::apply(&mut maps, &desired, &CgroupIndex::default()).unwrap();
     let id = workload_id(&maps, "test-egress", "sleep");
-    let key = CounterKey { workload: id, verdict: VERDICT_DROP, reason: 8, _pad: [0; 2] };
+    let index = counter_index(id, VERDICT_DROP, 8).unwrap();
     let n = aya::util::nr_cpus().unwrap();
     let vals = PerCpuValues::try_from(vec![CounterValue { packets: 3, bytes: 100 }; n]).unwrap();
-    maps.counters.insert(key, vals, 0).unwrap();
+    maps.counters.set(index, vals, 0).unwrap();
     let mut smaller = desired.clone();
     smaller.workloads.retain(|_, w| !(w.namespace == "test-egress" && w.name == "sleep"));
     let (report, _) = reconcile::apply(&mut maps, &smaller, &CgroupIndex::default()).unwrap();
     assert_eq!(report.workloads_retired, 1);
-    assert!(maps.counters.get(&key, 0).is_err(), "the gone pod's counters remain");
-    let retired = maps.counters.get(&CounterKey { workload: RETIRED_WORKLOAD, ..key }, 0).unwrap();
+    let left: u64 = maps.counters.get(&index, 0).unwrap().iter().map(|v| v.packets).sum();
+    assert_eq!(left, 0, "the gone pod's counters remain (a new pod with its id would inherit them)");
+    let retired = maps.counters.get(&counter_index(RETIRED_WORKLOAD, VERDICT_DROP, 8).unwrap(), 0).unwrap();
     let total: u64 = retired.iter().map(|v| v.packets).sum();
     assert_eq!(total, 3 * n as u64);
 }

@@ -18,5 +18,6 @@ pub mod procs;
 pub mod serve;
 pub mod story;
 pub mod topology;
+pub mod traffic;
 pub mod truth_table;
 pub mod util;

@@ -73,6 +73,9 @@ impl PodCgroups {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupIndex {
     pub pods: BTreeMap<String, PodCgroups>,
+    /// The kubepods folders and their QoS folders: a cgroup below them
+    /// that no known pod owns is not classified yet (and is denied).
+    pub markers: Vec<CgroupDir>,
 }
 
 impl CgroupIndex {

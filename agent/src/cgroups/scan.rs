@@ -85,14 +85,17 @@ fn search_kubepods(
     }
 }
 
-/// Pods directly under `kubepods` (Guaranteed) and under its QoS levels.
+/// Pods directly under `kubepods` (Guaranteed) and under its QoS levels;
+/// the kubepods and QoS folders themselves are reported as markers.
 fn scan_kubepods(kubepods: &Path, index: &mut CgroupIndex) {
+    add_marker(index, kubepods);
     for name in subdirs_or_skip(kubepods) {
         let Some(name) = name.to_str() else { continue };
         if let Some((uid, _)) = layout::split_pod_dir_name(name) {
             add_pod(index, &kubepods.join(name), uid);
         } else if layout::qos_dir_name(name).is_some() {
             let qos_dir = kubepods.join(name);
+            add_marker(index, &qos_dir);
             for pod_name in subdirs_or_skip(&qos_dir) {
                 let Some(pod_name) = pod_name.to_str() else {
                     continue;
@@ -102,6 +105,12 @@ fn scan_kubepods(kubepods: &Path, index: &mut CgroupIndex) {
                 }
             }
         }
+    }
+}
+
+fn add_marker(index: &mut CgroupIndex, path: &Path) {
+    if let Some(id) = dir_id(path) {
+        index.markers.push(CgroupDir { path: path.to_path_buf(), id });
     }
 }
 

@@ -408,3 +408,21 @@ fn real_cgroup_v2_ids_match_inodes() {
     drop(guard);
     assert!(!base.exists());
 }
+
+#[test]
+fn kubepods_and_qos_folders_are_reported_as_markers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    mkdirs(root, &format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/c", sd(U1)));
+    mkdirs(root, "kubepods.slice/kubepods-burstable.slice");
+    mkdirs(root, &format!("kubepods.slice/kubepods-pod{}.slice", sd(U2)));
+    mkdirs(root, "system.slice/kubelet.service");
+    let index = discover(root).unwrap();
+    let mut got: Vec<String> =
+        index.markers.iter().map(|m| m.path.strip_prefix(root).unwrap().display().to_string()).collect();
+    got.sort();
+    assert_eq!(got, ["kubepods.slice", "kubepods.slice/kubepods-besteffort.slice", "kubepods.slice/kubepods-burstable.slice"]);
+    for m in &index.markers {
+        assert_eq!(m.id, ino(&m.path));
+    }
+}

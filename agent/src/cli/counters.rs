@@ -6,7 +6,7 @@ use agent_common::{VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DROP};
 use serde::Serialize;
 
 use super::{CliError, OutputFormat};
-use crate::datapath::{bpffs::PinDir, ids, pinned::Maps};
+use crate::datapath::{bpffs::PinDir, counters as datapath_counters, ids, pinned::Maps};
 
 /// Packets and bytes by verdict, for the node or one workload.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct WorkloadCounters {
     /// Packets and bytes by (verdict, reason code), for `/metrics`.
     #[serde(skip)]
     pub by_verdict_reason: BTreeMap<(u8, String), (u64, u64)>,
+    /// Drop events the kernel's rate limit did not send.
+    pub events_suppressed: u64,
 }
 
 impl Totals {
@@ -55,32 +57,30 @@ pub struct Counters {
 }
 
 pub fn read(maps: &Maps) -> Result<Counters, CliError> {
+    let env = |e: crate::datapath::DatapathError| CliError::Environment(format!("reading the counters: {e}"));
     let mut names = BTreeMap::new();
     for item in maps.workloads.iter() {
         let (id, info) = item.map_err(|e| CliError::Environment(format!("reading TG_WORKLOADS: {e}")))?;
         names.insert(id, ids::decode(&info));
     }
-    let mut per: BTreeMap<u32, WorkloadCounters> = BTreeMap::new();
     let mut node = Totals::default();
-    for item in maps.counters.iter() {
-        let (key, values) = item.map_err(|e| CliError::Environment(format!("reading TG_COUNTERS: {e}")))?;
-        let (packets, bytes) = values.iter().fold((0u64, 0u64), |(p, b), v| (p + v.packets, b + v.bytes));
-        if !node.add(key.verdict, packets, bytes) || key.workload == ids::RETIRED_WORKLOAD {
-            continue;
-        }
-        let w = per.entry(key.workload).or_default();
-        w.totals.add(key.verdict, packets, bytes);
-        let reason = agent_common::reason_code(key.reason).to_string();
-        let by = w.by_verdict_reason.entry((key.verdict, reason.clone())).or_default();
-        (by.0, by.1) = (by.0 + packets, by.1 + bytes);
-        *w.reasons.entry(reason).or_default() += packets;
+    for ((verdict, _), (p, b)) in datapath_counters::of_workload(maps, ids::RETIRED_WORKLOAD).map_err(env)? {
+        node.add(verdict, p, b);
     }
+    let suppressed = crate::datapath::events::suppressed(maps).map_err(env)?;
     let mut workloads = Vec::new();
     for (id, (ns, pod, uid)) in names {
-        let mut w = per.remove(&id).unwrap_or_default();
-        w.namespace = ns;
-        w.pod = pod;
-        w.uid = uid;
+        let events_suppressed = suppressed.get(&id).copied().unwrap_or(0);
+        let mut w = WorkloadCounters { namespace: ns, pod, uid, events_suppressed, ..Default::default() };
+        for ((verdict, reason), (p, b)) in datapath_counters::of_workload(maps, id).map_err(env)? {
+            if w.totals.add(verdict, p, b) {
+                node.add(verdict, p, b);
+                let code = agent_common::reason_code(reason).to_string();
+                let by = w.by_verdict_reason.entry((verdict, code.clone())).or_default();
+                (by.0, by.1) = (by.0 + p, by.1 + b);
+                *w.reasons.entry(code).or_default() += p;
+            }
+        }
         workloads.push(w);
     }
     workloads.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));

@@ -30,11 +30,32 @@ pub enum DatapathError {
     TestRun { name: String, #[source] source: aya::programs::ProgramError },
     #[error("the verify program gave no verdict (workload not registered)")]
     NoVerdict,
+    #[error("reading the kernel programs' logs: {0}")]
+    KernelLog(String),
 }
 
 impl DatapathError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         DatapathError::Io { what: what.into(), source }
+    }
+
+    /// The `cause` label of `tollgate_apply_failures_total` (map_full,
+    /// map_write, bpffs, program, cgroup, other).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            DatapathError::Map { source, .. } if map_full(source) => "map_full",
+            DatapathError::NoWorkloadId(_) => "map_full",
+            DatapathError::Map { .. } | DatapathError::MissingMap { .. } => "map_write",
+            DatapathError::NoBpffs { .. } | DatapathError::NotPinned { .. } | DatapathError::Pin { .. } => "bpffs",
+            DatapathError::Load(_)
+            | DatapathError::Program { .. }
+            | DatapathError::Link { .. }
+            | DatapathError::TestRun { .. }
+            | DatapathError::NoKernelObject
+            | DatapathError::NoVerdict
+            | DatapathError::KernelLog(_) => "program",
+            DatapathError::Io { .. } => "other",
+        }
     }
 
     /// True when the fix is in the environment (bpffs, permissions, a
@@ -55,4 +76,29 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     out
+}
+
+fn map_full(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error().is_some_and(super::writer::is_full_errno))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_labels() {
+        let full = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::E2BIG),
+        });
+        assert_eq!(DatapathError::Map { name: "TG_CGROUPS".into(), source: full }.metric_label(), "map_full");
+        let other = aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+        assert_eq!(DatapathError::Map { name: "TG_CGROUPS".into(), source: other }.metric_label(), "map_write");
+        assert_eq!(DatapathError::NoBpffs { path: "/x".into() }.metric_label(), "bpffs");
+        assert_eq!(DatapathError::NoKernelObject.metric_label(), "program");
+    }
 }

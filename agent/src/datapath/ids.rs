@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agent_common::{WorkloadInfo, NAMESPACE_MAX, POD_NAME_MAX, UID_MAX};
 
-use super::DatapathError;
 
 /// Workload id 0 collects the counters of pods that are gone, so that node
 /// totals never go backwards.
@@ -23,15 +22,18 @@ pub fn verify_cgroup(workload: u32) -> u64 {
 }
 
 /// Assigns ids: pods keep the id they have; new pods get the lowest free
-/// id. `existing` maps pod UID to id.
+/// id below `max_id`. `existing` maps pod UID to id. Pods left without an
+/// id (no room) come back second: they are not registered (fail closed).
 pub fn assign<'a>(
     existing: &BTreeMap<String, u32>,
     wanted: impl IntoIterator<Item = &'a str>,
-) -> Result<BTreeMap<String, u32>, DatapathError> {
+    max_id: u32,
+) -> (BTreeMap<String, u32>, Vec<String>) {
     let wanted: Vec<&str> = wanted.into_iter().collect();
     let mut used: BTreeSet<u32> = existing.values().copied().collect();
     used.insert(RETIRED_WORKLOAD);
     let mut out = BTreeMap::new();
+    let mut left = Vec::new();
     let mut next = 1u32;
     for uid in wanted {
         if let Some(id) = existing.get(uid) {
@@ -41,13 +43,14 @@ pub fn assign<'a>(
         while used.contains(&next) {
             next += 1;
         }
-        if next >= MAX_WORKLOAD_ID {
-            return Err(DatapathError::NoWorkloadId(MAX_WORKLOAD_ID));
+        if next >= max_id {
+            left.push(uid.to_string());
+            continue;
         }
         used.insert(next);
         out.insert(uid.to_string(), next);
     }
-    Ok(out)
+    (out, left)
 }
 
 fn put(dst: &mut [u8], s: &str) -> usize {
@@ -82,7 +85,7 @@ mod tests {
     fn keeps_existing_ids_and_fills_gaps() {
         let existing: BTreeMap<String, u32> =
             [("a".to_string(), 1), ("c".to_string(), 3)].into_iter().collect();
-        let got = assign(&existing, ["a", "b", "c", "d"]).unwrap();
+        let (got, _) = assign(&existing, ["a", "b", "c", "d"], MAX_WORKLOAD_ID);
         assert_eq!(got["a"], 1);
         assert_eq!(got["c"], 3);
         assert_eq!(got["b"], 2);
@@ -91,7 +94,8 @@ mod tests {
 
     #[test]
     fn never_hands_out_the_retired_id() {
-        let got = assign(&BTreeMap::new(), ["x"]).unwrap();
+        let (got, _) = assign(&BTreeMap::new(), ["x"], MAX_WORKLOAD_ID);
+        assert_eq!(assign(&BTreeMap::new(), ["x", "y"], 2).1, vec!["y".to_string()]);
         assert_eq!(got["x"], 1);
     }
 

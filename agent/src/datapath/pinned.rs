@@ -1,11 +1,10 @@
 //! Typed handles on the Tollgate maps, either from a fresh load (the
 //! agent, private verify loads) or from their pins (read-only commands).
 use agent_common::{
-    map_names, CgroupEntry, CounterKey, CounterValue, FlowKey, FlowValue, RuleKeyV4, RuleKeyV6,
-    RuleSet, WorkloadInfo,
+    map_names, CgroupEntry, CounterValue, PodAddrs, RuleKeyV4, RuleKeyV6, RuleSet, WorkloadInfo,
 };
 use aya::{
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
 
@@ -15,10 +14,17 @@ pub struct Maps {
     pub cgroups: HashMap<MapData, u64, CgroupEntry>,
     pub rules_v4: LpmTrie<MapData, RuleKeyV4, RuleSet>,
     pub rules_v6: LpmTrie<MapData, RuleKeyV6, RuleSet>,
-    pub counters: PerCpuHashMap<MapData, CounterKey, CounterValue>,
+    /// Per-CPU array indexed by `agent_common::counter_index`.
+    pub counters: PerCpuArray<MapData, CounterValue>,
     pub workloads: HashMap<MapData, u32, WorkloadInfo>,
-    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// Drop and audit events (see `events`).
+    pub events: RingBuf<MapData>,
+    /// Events the kernel's rate limit held back, by workload.
+    pub events_suppressed: PerCpuArray<MapData, u64>,
     pub meta: Array<MapData, u64>,
+    pub addrs: HashMap<MapData, u32, PodAddrs>,
+    /// What the maps hold, kept between applies (see `reconcile`).
+    pub shadow: Option<super::shadow::Shadow>,
 }
 
 fn typed<T>((name, map): (String, Map)) -> Result<T, DatapathError>
@@ -53,9 +59,35 @@ impl Maps {
             rules_v6: typed(map(map_names::RULES_V6)?)?,
             counters: typed(map(map_names::COUNTERS)?)?,
             workloads: typed(map(map_names::WORKLOADS)?)?,
-            flows: typed(map(map_names::FLOWS)?)?,
+            events: typed(map(map_names::EVENTS)?)?,
+            events_suppressed: typed(map(map_names::EVENTS_SUPPRESSED)?)?,
             meta: typed(map(map_names::META)?)?,
+            addrs: typed(map(map_names::ADDRS)?)?,
+            shadow: None,
         })
+    }
+
+    /// (map, max entries) of every map the agent writes or reads.
+    pub fn capacities(&self) -> Result<Vec<(&'static str, u32)>, DatapathError> {
+        use aya::maps::IterableMap;
+        let cap = |name: &'static str, data: &MapData| {
+            data.info().map(|i| (name, i.max_entries())).map_err(map_err(name))
+        };
+        Ok(vec![
+            cap(map_names::CGROUPS, self.cgroups.map())?,
+            cap(map_names::RULES_V4, self.rules_v4.map())?,
+            cap(map_names::RULES_V6, self.rules_v6.map())?,
+            cap(map_names::WORKLOADS, self.workloads.map())?,
+            cap(map_names::ADDRS, self.addrs.map())?,
+            (map_names::COUNTERS, self.counters.len()),
+        ])
+    }
+
+    /// Workload ids must stay below the workloads map's capacity.
+    pub fn max_workload_id(&self) -> Result<u32, DatapathError> {
+        use aya::maps::IterableMap;
+        let cap = self.workloads.map().info().map_err(map_err(map_names::WORKLOADS))?.max_entries();
+        Ok(super::reconcile::workload_id_limit(cap))
     }
 }
 

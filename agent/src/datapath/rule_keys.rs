@@ -1,8 +1,10 @@
-//! Rule-trie keys: the policy id (32 bits) followed by the address, with a
-//! prefix length that counts the policy bits.
-use std::net::IpAddr;
+//! Rule-trie keys as aya keys, in the layout `agent_common::rule_key`
+//! defines for the kernel and the agent alike.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agent_common::{RuleKeyV4, RuleKeyV6, POLICY_ID_BITS};
+use agent_common::rule_key::{
+    rule_key_v4, rule_key_v6, rule_prefix_len, split_rule_key_v4, split_rule_key_v6, RuleKeyV4, RuleKeyV6,
+};
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 
@@ -12,40 +14,23 @@ pub enum RuleKey {
 }
 
 pub fn key(policy: u32, net: &IpNet) -> RuleKey {
-    let id = policy.to_be_bytes();
+    let len = rule_prefix_len(net.prefix_len());
     match net.trunc().addr() {
-        IpAddr::V4(a) => {
-            let mut d = [0u8; 8];
-            d[..4].copy_from_slice(&id);
-            d[4..].copy_from_slice(&a.octets());
-            RuleKey::V4(Key::new(POLICY_ID_BITS + net.prefix_len() as u32, d))
-        }
-        IpAddr::V6(a) => {
-            let mut d = [0u8; 20];
-            d[..4].copy_from_slice(&id);
-            d[4..].copy_from_slice(&a.octets());
-            RuleKey::V6(Key::new(POLICY_ID_BITS + net.prefix_len() as u32, d))
-        }
+        IpAddr::V4(a) => RuleKey::V4(Key::new(len, rule_key_v4(policy, a.octets()))),
+        IpAddr::V6(a) => RuleKey::V6(Key::new(len, rule_key_v6(policy, &a.octets()))),
     }
 }
 
 /// Decodes a stored IPv4 key into (policy, net).
 pub fn decode_v4(k: &Key<RuleKeyV4>) -> Option<(u32, IpNet)> {
-    let d = k.data();
-    let policy = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-    let addr = std::net::Ipv4Addr::new(d[4], d[5], d[6], d[7]);
-    let len = k.prefix_len().checked_sub(POLICY_ID_BITS)?;
-    Some((policy, IpNet::new(addr.into(), len as u8).ok()?))
+    let (policy, a, bits) = split_rule_key_v4(&k.data(), k.prefix_len())?;
+    Some((policy, IpNet::new(Ipv4Addr::from(a).into(), bits).ok()?))
 }
 
 /// Decodes a stored IPv6 key into (policy, net).
 pub fn decode_v6(k: &Key<RuleKeyV6>) -> Option<(u32, IpNet)> {
-    let d = k.data();
-    let policy = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&d[4..]);
-    let len = k.prefix_len().checked_sub(POLICY_ID_BITS)?;
-    Some((policy, IpNet::new(std::net::Ipv6Addr::from(a).into(), len as u8).ok()?))
+    let (policy, a, bits) = split_rule_key_v6(&k.data(), k.prefix_len())?;
+    Some((policy, IpNet::new(Ipv6Addr::from(a).into(), bits).ok()?))
 }
 
 #[cfg(test)]

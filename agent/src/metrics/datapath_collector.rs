@@ -89,7 +89,7 @@ fn encode_fill(encoder: &mut DescriptorEncoder, fill: &[MapFill]) -> fmt::Result
         encoder,
         "tollgate_map_entries",
         "Entries in the map",
-        fill.iter().map(|f| (map(f), gauge(f.entries))),
+        fill.iter().filter_map(|f| Some((map(f), gauge(f.entries?)))),
     )?;
     gauges(
         encoder,

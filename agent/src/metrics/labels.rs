@@ -28,31 +28,7 @@ impl MetricLabel for &'static str {
 
 impl MetricLabel for DatapathError {
     fn metric_label(&self) -> &'static str {
-        match self {
-            DatapathError::Map { source, .. } => match map_errno(source) {
-                Some(libc::E2BIG | libc::ENOSPC) => "map_full",
-                _ => "map_write",
-            },
-            DatapathError::NoWorkloadId(_) => "map_full",
-            DatapathError::NoBpffs { .. } | DatapathError::NotPinned { .. } | DatapathError::Pin { .. } => "bpffs",
-            DatapathError::Load(_)
-            | DatapathError::Program { .. }
-            | DatapathError::MissingMap { .. }
-            | DatapathError::NoKernelObject
-            | DatapathError::Link { .. } => "program",
-            DatapathError::Io { .. }
-            | DatapathError::TestRun { .. }
-            | DatapathError::NoVerdict => "other",
-        }
-    }
-}
-
-/// The errno of a failed map syscall (E2BIG: a hash map is full; ENOSPC:
-/// an LPM trie is).
-fn map_errno(e: &aya::maps::MapError) -> Option<i32> {
-    match e {
-        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error(),
-        _ => None,
+        DatapathError::metric_label(self)
     }
 }
 

@@ -1,15 +1,12 @@
-//! The metric sources of today's map layout: counters through
-//! [`cli::counters::read`](crate::cli::counters::read), and the fill of
-//! each map, from map handles the agent holds (opened once, not per
-//! scrape). When the layout changes, this file changes; the metrics do not.
+//! The counters' metric source: [`cli::counters::read`](crate::cli::counters::read)
+//! through map handles the agent holds (opened once, not per scrape). When
+//! the layout changes, this file changes; the metrics do not.
 use std::sync::Mutex;
 
-use agent_common::{map_names, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DROP};
-use aya::maps::{IterableMap, MapError};
-use aya::Pod;
+use agent_common::{VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DROP};
 
 use super::sources::{
-    CounterSource, DatapathCounters, MapFill, MapFillSource, PodTraffic, SourceError, Traffic, Verdict,
+    CounterSource, DatapathCounters, PodSuppressed, PodTraffic, SourceError, Traffic, Verdict,
 };
 use crate::cli::counters;
 use crate::datapath::pinned::Maps;
@@ -73,8 +70,12 @@ pub fn from_counters(c: &counters::Counters) -> DatapathCounters {
             })
         })
         .collect();
-    // The kernel has no rate limit on drop events yet: nothing suppressed.
-    DatapathCounters { node, pods, suppressed: Vec::new() }
+    let suppressed = c
+        .workloads
+        .iter()
+        .map(|w| PodSuppressed { namespace: w.namespace.clone(), pod: w.pod.clone(), events: w.events_suppressed })
+        .collect();
+    DatapathCounters { node, pods, suppressed }
 }
 
 impl CounterSource for MapsSource {
@@ -85,47 +86,13 @@ impl CounterSource for MapsSource {
     }
 }
 
-/// Entries (by walking the keys) and capacity of one map.
-fn fill<K: Pod, V>(
-    name: &str,
-    map: &impl IterableMap<K, V>,
-    keys: impl Iterator<Item = Result<K, MapError>>,
-) -> Result<MapFill, SourceError> {
-    let failed = |e: MapError| SourceError::new("the map fill", format!("{name}: {e}"));
-    let capacity = map.map().info().map_err(failed)?.max_entries();
-    let mut entries = 0u64;
-    for key in keys {
-        key.map_err(failed)?;
-        entries += 1;
-    }
-    Ok(MapFill { map: name.to_string(), entries, capacity: u64::from(capacity) })
-}
-
-impl MapFillSource for MapsSource {
-    fn read(&self) -> Result<Vec<MapFill>, SourceError> {
-        self.with(|m| {
-            let meta_capacity = u64::from(m.meta.len());
-            Ok(vec![
-                fill(map_names::CGROUPS, &m.cgroups, m.cgroups.keys())?,
-                fill(map_names::RULES_V4, &m.rules_v4, m.rules_v4.keys())?,
-                fill(map_names::RULES_V6, &m.rules_v6, m.rules_v6.keys())?,
-                fill(map_names::COUNTERS, &m.counters, m.counters.keys())?,
-                fill(map_names::WORKLOADS, &m.workloads, m.workloads.keys())?,
-                fill(map_names::FLOWS, &m.flows, m.flows.keys())?,
-                // An array always holds all its entries.
-                MapFill { map: map_names::META.to_string(), entries: meta_capacity, capacity: meta_capacity },
-            ])
-        })
-    }
-}
-
 /// Against the kernel's own maps: needs the kernel object (`cargo xtask
 /// build`), root and bpffs, as the datapath does.
 #[cfg(all(test, tollgate_ebpf))]
 mod tests {
     use std::path::PathBuf;
 
-    use agent_common::{CounterKey, CounterValue, MODE_ENFORCE, REASON_GATEWAY, REASON_NO_RULE};
+    use agent_common::{CounterValue, MODE_ENFORCE, REASON_GATEWAY, REASON_NO_RULE};
     use aya::maps::PerCpuValues;
 
     use super::*;
@@ -148,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_counters_and_fill_from_the_kernel_maps() {
+    fn reads_counters_from_the_kernel_maps() {
         let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/tollgate-metrics-test-{}-{clock}", std::process::id())));
         let dir = PinDir::new(&pins.0);
@@ -156,11 +123,11 @@ mod tests {
         let mut ebpf = load_object(&dir).expect("the kernel object loads");
         let mut maps = Maps::take(&mut ebpf).expect("maps");
         maps.workloads.insert(7, ids::encode("test-egress", "sleep", "uid-7", MODE_ENFORCE, 0, 0), 0).expect("workload");
-        let key = |workload, verdict, reason| CounterKey { workload, verdict, reason, _pad: [0; 2] };
-        maps.counters.insert(key(7, VERDICT_DROP, REASON_NO_RULE), per_cpu(3), 0).expect("counter");
-        maps.counters.insert(key(7, VERDICT_ALLOW, REASON_GATEWAY), per_cpu(4), 0).expect("counter");
+        let slot = |workload, verdict, reason| agent_common::counter_index(workload, verdict, reason).expect("a counted slot");
+        maps.counters.set(slot(7, VERDICT_DROP, REASON_NO_RULE), per_cpu(3), 0).expect("counter");
+        maps.counters.set(slot(7, VERDICT_ALLOW, REASON_GATEWAY), per_cpu(4), 0).expect("counter");
         // A pod that is gone: node totals only.
-        maps.counters.insert(key(ids::RETIRED_WORKLOAD, VERDICT_DROP, REASON_NO_RULE), per_cpu(5), 0).expect("counter");
+        maps.counters.set(slot(ids::RETIRED_WORKLOAD, VERDICT_DROP, REASON_NO_RULE), per_cpu(5), 0).expect("counter");
         let source = MapsSource::new(maps);
 
         let c = CounterSource::read(&source).expect("counters");
@@ -178,16 +145,6 @@ mod tests {
         assert_eq!(node[&Verdict::Dropped], Traffic { packets: 8, bytes: 800 });
         assert_eq!(node[&Verdict::Allowed], Traffic { packets: 4, bytes: 400 });
 
-        let fill = MapFillSource::read(&source).expect("map fill");
-        let of = |name: &str| fill.iter().find(|f| f.map == name).unwrap_or_else(|| panic!("no {name} in {fill:?}")).clone();
-        assert_eq!(of(map_names::WORKLOADS).entries, 1);
-        assert_eq!(of(map_names::COUNTERS).entries, 3);
-        assert_eq!(of(map_names::CGROUPS).entries, 0);
-        for f in &fill {
-            assert!(f.capacity > 0 && f.entries <= f.capacity, "{f:?}");
-        }
-        let meta = of(map_names::META);
-        assert_eq!(meta.entries, meta.capacity);
         drop(ebpf);
     }
 }

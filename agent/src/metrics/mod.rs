@@ -39,7 +39,7 @@ use prometheus_client::registry::{Registry, Unit};
 pub use health::Health;
 pub use labels::{MetricLabel, APPLY_FAILURE_CAUSES};
 pub use maps_source::MapsSource;
-pub use sources::{CounterSource, DatapathCounters, MapFill, MapFillSource, SourceError};
+pub use sources::{CounterSource, DatapathCounters, FillCache, MapFill, MapFillSource, SourceError};
 pub use state_collector::PodModes;
 
 use datapath_collector::DatapathCollector;

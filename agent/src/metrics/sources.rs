@@ -84,8 +84,29 @@ pub trait CounterSource: Send + Sync {
 pub struct MapFill {
     /// The map's name (`TG_CGROUPS`, `TG_RULES_V4`, ...).
     pub map: String,
-    pub entries: u64,
+    /// `None` for maps the kernel fills itself (LRU tables), which only
+    /// a walk could count.
+    pub entries: Option<u64>,
     pub capacity: u64,
+}
+
+/// The map fill the agent's loop last computed (from its shadow of the
+/// maps, no walk), served as it is.
+#[derive(Default)]
+pub struct FillCache {
+    fill: std::sync::Mutex<Vec<MapFill>>,
+}
+
+impl FillCache {
+    pub fn set(&self, fill: Vec<MapFill>) {
+        *self.fill.lock().unwrap_or_else(|p| p.into_inner()) = fill;
+    }
+}
+
+impl MapFillSource for FillCache {
+    fn read(&self) -> Result<Vec<MapFill>, SourceError> {
+        Ok(self.fill.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
 }
 
 /// Reads the fill of every map (called on every scrape, from a blocking

@@ -68,7 +68,7 @@ fn some_counters() -> DatapathCounters {
 }
 
 fn fill(map: &str, entries: u64, capacity: u64) -> MapFill {
-    MapFill { map: map.into(), entries, capacity }
+    MapFill { map: map.into(), entries: Some(entries), capacity }
 }
 
 /// Metrics over fake sources, served on a free loopback port.

@@ -26,7 +26,7 @@ use crate::cgroups::{self, CgroupIndex};
 use crate::compiler::{self, CompilerConfig};
 use crate::datapath::{self, bpffs::PinDir, load::AgentDatapath, load::AttachOutcome};
 use crate::desired::{DesiredState, Diagnostic, Severity};
-use crate::metrics::{Health, MapsSource, Metrics, PodModes, Sources};
+use crate::metrics::{FillCache, Health, MapFill, MapsSource, Metrics, PodModes, Sources};
 use crate::model::{Change, ObjectKind, Snapshot};
 use crate::source::{self, ObjectChange, SourceEvent};
 
@@ -139,6 +139,10 @@ struct Agent {
     metrics: Arc<Metrics>,
     /// The metrics' handles on the maps, set when the datapath is loaded.
     metric_maps: Arc<MapsSource>,
+    /// The map fill the metrics serve, set after each apply.
+    fill: Arc<FillCache>,
+    /// Drop events from the kernel's ring into the journal `flows` reads.
+    flow_events: datapath::events::FlowEvents,
     events: Option<source::kubernetes::Recorder>,
     /// Error diagnostics already sent as Kubernetes Events.
     reported: BTreeSet<(String, String, String)>,
@@ -151,14 +155,24 @@ impl Agent {
         // Taking over a running datapath: its maps allow the previous
         // agent's answers, which stay allowed for the time they have left.
         let takeover = PinDir::new(&cfg.bpffs).require_pinned().is_ok();
+        if takeover {
+            // A new agent pod is itself under kubepods, unclassified and so
+            // denied: allow its own cgroup before it talks to its source.
+            if let Some(id) = datapath::inputs::own_cgroup(&cgroups::default_cgroup_root(), &cfg.cgroup_root) {
+                if let Err(e) = datapath::reconcile::allow_now(&PinDir::new(&cfg.bpffs), id) {
+                    warn!(error = %e, "cannot allow the agent's own cgroup before the first apply");
+                }
+            }
+        }
         let hosts_path = cfg.state_dir.join(state::HOSTS_FILE);
         let remembered = if takeover { hosts::load(&hosts_path) } else { hosts::Remembered::new() };
         let resolver = hosts::HostResolver::spawn(cfg.resolv_conf.clone(), remembered);
         let health = Arc::new(Health::new(STALE_AFTER));
         let metric_maps = Arc::new(MapsSource::default());
+        let fill = Arc::new(FillCache::default());
         let metrics = Arc::new(Metrics::new(Sources {
             counters: metric_maps.clone(),
-            map_fill: metric_maps.clone(),
+            map_fill: fill.clone(),
             health,
             object_hash: datapath::object::hash(),
         }));
@@ -177,6 +191,7 @@ impl Agent {
             }
         };
         let status = StatusFile::new(&cfg, false);
+        let flow_events = datapath::events::FlowEvents::new(&cfg.state_dir);
         Ok(Self {
             cfg,
             store: Snapshot::new(),
@@ -196,8 +211,10 @@ impl Agent {
             hosts_deadline: None,
             status,
             latency: LatencyStats::default(),
+            flow_events,
             metrics,
             metric_maps,
+            fill,
             events,
             reported: BTreeSet::new(),
             waiting_status: None,
@@ -277,6 +294,21 @@ impl Agent {
         self.metrics.health().beat();
         if self.status.generation == 0 {
             self.write_waiting_status();
+        }
+        let Some(dp) = self.datapath.as_mut() else { return };
+        dp.flush_kernel_log();
+        // Drop events: from the kernel's ring into the journal `flows` reads.
+        match self.flow_events.poll(&mut dp.maps) {
+            Ok(records) => {
+                for r in records {
+                    if self.cfg.log_flows {
+                        info!(target: "tollgate::flows", object = %format!("Pod {}/{}", r.namespace, r.pod), src = %r.src, dst = %r.dst, protocol = %r.protocol, verdict = %r.verdict, reason = %r.reason, layer = %r.layer, "flow {}", r.verdict);
+                    } else {
+                        debug!(target: "tollgate::flows", object = %format!("Pod {}/{}", r.namespace, r.pod), src = %r.src, dst = %r.dst, protocol = %r.protocol, verdict = %r.verdict, reason = %r.reason, layer = %r.layer, "flow {}", r.verdict);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot record drop events"),
         }
     }
 
@@ -424,7 +456,8 @@ impl Agent {
     fn apply(&mut self) -> Result<(), RuntimeError> {
         let Some(desired) = &self.desired else { return Ok(()) };
         if self.datapath.is_none() {
-            let dp = datapath::load::start_agent_datapath(PinDir::new(&self.cfg.bpffs), &self.cfg.cgroup_root)?;
+            let opts = datapath::load::LoadOptions { kernel_log: self.cfg.kernel_log, ..Default::default() };
+            let dp = datapath::load::start_agent_datapath_with(PinDir::new(&self.cfg.bpffs), &self.cfg.cgroup_root, &opts)?;
             self.status.adopted = dp.outcome == AttachOutcome::Adopted;
             // The metrics read through handles of their own, opened once.
             match datapath::pinned::Maps::open_pinned(&dp.pins) {
@@ -435,7 +468,11 @@ impl Agent {
         }
         let Some(dp) = self.datapath.as_mut() else { return Ok(()) };
         let started = Instant::now();
-        let (report, registered) = match datapath::reconcile::apply(&mut dp.maps, desired, &self.cgroups) {
+        let inputs = datapath::reconcile::ApplyInputs {
+            always_allowed: datapath::inputs::own_cgroup(&cgroups::default_cgroup_root(), &self.cfg.cgroup_root).into_iter().collect(),
+            addresses: datapath::inputs::pod_addresses(&self.store.pods),
+        };
+        let (report, registered) = match datapath::reconcile::apply_with(&mut dp.maps, desired, &self.cgroups, &inputs) {
             Ok(done) => done,
             Err(e) => {
                 self.metrics.observe_apply(started.elapsed(), Err(&e));
@@ -445,6 +482,16 @@ impl Agent {
             }
         };
         self.metrics.observe_apply(started.elapsed(), Ok(()));
+        for (map, n) in &report.insert_failures {
+            self.metrics.map_insert_failed(map, *n);
+        }
+        if !report.full_maps.is_empty() {
+            error!(maps = ?report.full_maps, pods = ?report.fail_closed, "maps are full: the affected pods fail closed");
+        }
+        match datapath::reconcile::map_fill(&dp.maps) {
+            Ok(fill) => self.fill.set(fill.into_iter().map(|f| MapFill { map: f.map.to_owned(), entries: f.entries, capacity: f.capacity }).collect()),
+            Err(e) => warn!(error = %e, "cannot read the map fill"),
+        }
         let done = Instant::now();
         // Changes before the first apply waited for the initial sync: they
         // are start-up time, not event-to-map latency.

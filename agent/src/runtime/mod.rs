@@ -61,6 +61,11 @@ pub struct AgentConfig {
     pub osm_namespace: String,
     /// How often the whole cgroup tree is scanned besides inotify.
     pub rescan: Duration,
+    /// Kernel programs log through aya-log (debugging; off by default).
+    pub kernel_log: bool,
+    /// Log every dropped or audited flow as a log line (JSON with
+    /// `--log-format json`).
+    pub log_flows: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

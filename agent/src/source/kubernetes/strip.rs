@@ -76,7 +76,13 @@ fn container(c: Container) -> Container {
     }
 }
 
-/// A pod: identity, labels, the Istio sidecar annotation, and what the
+/// The annotation a kubelet puts on the mirror pod of a static pod: the
+/// static pod's own UID, which names its cgroup (the mirror object has a
+/// UID of its own).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// A pod: identity (a static pod's mirror by the UID its cgroup carries),
+/// labels, the Istio sidecar annotation, and what the
 /// rules read of its spec (node, host network, ServiceAccount, runtime
 /// class, container names and ports) and status (phase and addresses).
 pub fn pod(o: Pod) -> Pod {
@@ -86,8 +92,12 @@ pub fn pod(o: Pod) -> Pod {
         .as_ref()
         .and_then(|a| a.get(ISTIO_STATUS_ANNOTATION))
         .map(|v| [(ISTIO_STATUS_ANNOTATION.to_owned(), v.clone())].into_iter().collect());
+    let mirror_uid = metadata.annotations.as_ref().and_then(|a| a.get(MIRROR_ANNOTATION)).filter(|v| !v.is_empty()).cloned();
     let mut m = meta(metadata);
     m.annotations = sidecar_annotation;
+    if mirror_uid.is_some() {
+        m.uid = mirror_uid;
+    }
     let spec = spec.map(|s| PodSpec {
         node_name: s.node_name,
         host_network: s.host_network,
@@ -155,5 +165,14 @@ mod tests {
         beat.metadata.resource_version = Some("18".into());
         beat.status.as_mut().expect("status").conditions = None;
         assert_eq!(pod(beat), s);
+    }
+
+    #[test]
+    fn a_mirror_pod_carries_its_static_pods_uid() {
+        let mut p = Pod::default();
+        p.metadata.name = Some("kube-proxy-node-1".into());
+        p.metadata.uid = Some("mirror-object-uid".into());
+        p.metadata.annotations = Some([(MIRROR_ANNOTATION.to_owned(), "0a1b2c3d4e5f60718293a4b5c6d7e8f9".to_owned())].into());
+        assert_eq!(pod(p).metadata.uid.as_deref(), Some("0a1b2c3d4e5f60718293a4b5c6d7e8f9"));
     }
 }

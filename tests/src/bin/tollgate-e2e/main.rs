@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tollgate_e2e::{dns, probe, procs, serve};
+use tollgate_e2e::{dns, probe, procs, serve, traffic};
 
 #[derive(Parser)]
 #[command(name = "tollgate-e2e", about = "Tollgate end-to-end harness helpers")]
@@ -77,6 +77,68 @@ enum Cmd {
     UdpSink {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
+    },
+    /// The `lo` poisoning attack from inside a pod (one JSON line).
+    UdpPoison {
+        /// The external peer to impersonate (bound with FREEBIND/TRANSPARENT).
+        #[arg(long)]
+        peer: SocketAddr,
+        #[arg(long)]
+        local_port: u16,
+    },
+    /// Count packets from --from addresses on every interface for --ms (prints ready, then JSON on stderr).
+    Sniff {
+        #[arg(long, required = true)]
+        from: Vec<std::net::IpAddr>,
+        #[arg(long, default_value_t = 2000)]
+        ms: u64,
+    },
+    /// UDP echo server.
+    UdpEcho {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// One datagram to an echo server, waiting for it back (one JSON line).
+    UdpAsk {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// TCP echo server.
+    TcpEcho {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// Round trips over one TCP connection to an echo server (one JSON line).
+    TcpChat {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// One connected UDP socket instead of a TCP connection.
+        #[arg(long)]
+        udp: bool,
+    },
+    /// Unconnected UDP datagrams to one address, as fast as possible (one JSON line).
+    UdpSpray {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+    },
+    /// TCP SYNs from random sources of NET/24 through a raw socket (one JSON line).
+    SynFlood {
+        #[arg(long)]
+        to: std::net::SocketAddrV4,
+        #[arg(long)]
+        net: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
     },
     /// Build the topology, run the agent, print the connectivity matrix.
     Demo {
@@ -164,5 +226,38 @@ fn real_main() -> Result<()> {
         Cmd::ExecIn { netns, cgroup, command } => procs::exec_in(netns.as_deref(), cgroup.as_deref(), &command),
         Cmd::Demo { tollgate, kubernetes: true, keep, .. } => demo::run_kubernetes(tollgate, keep),
         Cmd::Demo { tollgate, manifests, keep, kubernetes: false } => demo::run(tollgate, manifests, keep),
+        Cmd::UdpPoison { peer, local_port } => {
+            println!("{}", serde_json::to_string(&traffic::udp_poison(peer, local_port)?)?);
+            Ok(())
+        }
+        Cmd::Sniff { from, ms } => {
+            let r = serde_json::to_string(&traffic::sniff(&from, ms)?)?;
+            eprintln!("{r}");
+            Ok(())
+        }
+        Cmd::UdpEcho { listen } => traffic::udp_echo(&listen),
+        Cmd::UdpAsk { to, timeout_ms } => {
+            println!("{}", serde_json::to_string(&traffic::udp_ask(to, Duration::from_millis(timeout_ms)))?);
+            Ok(())
+        }
+        Cmd::TcpEcho { listen } => traffic::tcp_echo(&listen),
+        Cmd::TcpChat { to, count, interval_ms, timeout_ms, udp } => {
+            let (interval, timeout) = (Duration::from_millis(interval_ms), Duration::from_millis(timeout_ms));
+            let r = if udp {
+                traffic::udp_chat(to, count, interval, timeout)
+            } else {
+                traffic::tcp_chat(to, count, interval, timeout)
+            };
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::UdpSpray { to, count } => {
+            println!("{}", serde_json::to_string(&traffic::udp_spray(to, count)?)?);
+            Ok(())
+        }
+        Cmd::SynFlood { to, net, count } => {
+            println!("{}", serde_json::to_string(&traffic::syn_flood(to, net, count)?)?);
+            Ok(())
+        }
     }
 }

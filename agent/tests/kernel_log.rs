@@ -1,0 +1,73 @@
+//! Kernel logs (aya-log): off unless asked for at load. A denied packet of
+//! an enforced workload (this test process's own cgroup, registered as
+//! one) is run through the real `tg_egress` with BPF_PROG_TEST_RUN: with
+//! `kernel_log` the program's log record reaches the agent's logger, and
+//! without it nothing is logged (the verifier removed the call).
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use agent_common::{CgroupEntry, MODE_ENFORCE};
+use tollgate::{
+    cgroups::default_cgroup_root,
+    datapath::{
+        bpffs::PinDir,
+        inputs::own_cgroup,
+        load::{load_object_with, LoadOptions},
+        packet::{self, Protocol},
+        pinned::Maps,
+        test_run,
+    },
+};
+
+struct Pins(PathBuf);
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+fn logged_lines(kernel_log: bool) -> Vec<String> {
+    let dir = PathBuf::from(format!("/sys/fs/bpf/tollgate-it-klog-{kernel_log}-{}", std::process::id()));
+    let _g = Pins(dir.clone());
+    let pins = PinDir::new(&dir);
+    pins.create().expect("needs root and a bpffs at /sys/fs/bpf");
+    let mut ebpf = load_object_with(&pins, &LoadOptions { kernel_log, ..Default::default() }).unwrap();
+    let mut maps = Maps::take(&mut ebpf).unwrap();
+    let root = default_cgroup_root();
+    let me = own_cgroup(&root, &root).expect("this process's cgroup");
+    let entry = CgroupEntry { workload: 1, policy: 0, mode: MODE_ENFORCE, flags: 0, _pad: [0; 6] };
+    maps.cgroups.insert(me, entry, 0).unwrap();
+    let capture = Capture::default();
+    let mut logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, capture.clone()).unwrap();
+    let prog = test_run::load_skb_program(&mut ebpf, "tg_egress").unwrap();
+    let frame = packet::build("10.244.0.10".parse().unwrap(), "203.0.113.10".parse().unwrap(), Protocol::Tcp, 40000, 80);
+    // Any interface but lo (1): the test run transmits nothing.
+    let (_, ret) = test_run::time(prog, &frame, 2, 1).unwrap();
+    assert_eq!(ret, 0, "the packet should have been dropped");
+    logger.flush();
+    let lines = capture.0.lock().unwrap().clone();
+    lines
+}
+
+#[test]
+fn kernel_logs_only_when_asked_for() {
+    let on = logged_lines(true);
+    assert!(on.iter().any(|l| l.contains("workload 1 denied: reason 8")), "{on:?}");
+    let off = logged_lines(false);
+    assert!(off.is_empty(), "logged while off: {off:?}");
+}
