@@ -77,14 +77,15 @@ fn compile(
     let config = CompilerConfig {
         node_name: cfg.node_name.clone(),
         cluster_cidrs: cfg.cluster_cidrs.clone(),
-        resolved_hosts: resolved.clone(),
+        ..Default::default()
     };
-    let mut desired = compiler::compile(&snapshot, &config);
+    let mut policy = compiler::compile(&snapshot, &config);
     let mut diags = source_diags.clone();
-    diags.append(&mut desired.diagnostics);
+    diags.append(&mut policy.diagnostics);
     diags.sort();
     diags.dedup();
-    desired.diagnostics = diags;
+    policy.diagnostics = diags;
+    let desired = compiler::bind(&policy, resolved);
     for d in &desired.diagnostics {
         match d.severity {
             Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
@@ -92,7 +93,7 @@ fn compile(
         }
     }
     // Risky set-ups, for `tollgate analyze` (live).
-    let report = crate::analyze::analyze(&snapshot, &desired, &config);
+    let report = crate::analyze::analyze(&snapshot, &policy, &config);
     let path = cfg.state_dir.join(state::ANALYSIS_FILE);
     if let Err(e) = state::write_json(&path, &report, true) {
         warn!(error = %e, path = %path.display(), "cannot write the analysis");
