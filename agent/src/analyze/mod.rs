@@ -156,6 +156,8 @@ pub(crate) struct Input<'a> {
     pub modes: &'a BTreeMap<String, Mode>,
     /// Pods that are not finished, in snapshot order.
     pub running: Vec<&'a Pod>,
+    /// The same by namespace.
+    running_by_namespace: BTreeMap<&'a str, Vec<&'a Pod>>,
     /// Gateway pods (trusted namespaces, Istio-selected or labelled), as
     /// the compiler found them.
     pub gateway_pods: &'a BTreeSet<PodKey>,
@@ -163,14 +165,12 @@ pub(crate) struct Input<'a> {
 
 impl<'a> Input<'a> {
     fn new(snapshot: &'a Snapshot, policy: &'a Policy, config: &'a CompilerConfig) -> Self {
-        Self {
-            snapshot,
-            policy,
-            config,
-            modes: &policy.modes,
-            running: snapshot.pods.iter().filter(|p| !is_finished(p)).collect(),
-            gateway_pods: &policy.gateway_pods,
+        let running: Vec<&'a Pod> = snapshot.pods.iter().filter(|p| !is_finished(p)).collect();
+        let mut running_by_namespace: BTreeMap<&'a str, Vec<&'a Pod>> = BTreeMap::new();
+        for pod in &running {
+            running_by_namespace.entry(namespace(&pod.metadata)).or_default().push(pod);
         }
+        Self { snapshot, policy, config, modes: &policy.modes, running, running_by_namespace, gateway_pods: &policy.gateway_pods }
     }
 
     /// The mode of `namespace` (off when unlabelled).
@@ -180,7 +180,7 @@ impl<'a> Input<'a> {
 
     /// Running pods of `ns`.
     pub fn running_in<'s>(&'s self, ns: &'s str) -> impl Iterator<Item = &'a Pod> + 's {
-        self.running.iter().copied().filter(move |p| namespace(&p.metadata) == ns)
+        self.running_by_namespace.get(ns).into_iter().flatten().copied()
     }
 
     /// Namespaces whose mode is `enforce` or `audit`, sorted.

@@ -13,17 +13,17 @@ use crate::explain::ExplainRule;
 
 use super::policy::{Policy, PolicyRule, Prepared};
 use super::policy_ids;
-use super::service_judge::{self, Global, Lookup};
+use super::service_judge;
 use super::services::Frontends;
 use super::trie;
 
 /// Flatten `rules`, judge the Services against them and keep their
 /// origins: the datapath entries of one rule set.
-pub(crate) fn prepare(rules: &[AllowRule], owner: &str, global: &Global<'_>, frontends: &Frontends) -> Prepared {
+pub(crate) fn prepare(rules: &[AllowRule], owner: &str, frontends: &Frontends) -> Prepared {
     let mut diagnostics = Vec::new();
     let mut map = trie::flatten_map(rules);
     trie::cap(&mut map, owner, &mut diagnostics);
-    let added = service_judge::judge(&mut map, Some(global), frontends, owner, &mut diagnostics);
+    let added = service_judge::judge(&mut map, true, frontends, owner, &mut diagnostics);
     let explain = rules.iter().chain(&added).map(ExplainRule::from).collect();
     Prepared { entries: trie::entries(&map), explain, diagnostics }
 }
@@ -41,13 +41,12 @@ pub(crate) fn bind_rules(rules: &[PolicyRule], resolved: &BTreeMap<String, Vec<I
 /// addresses of its host names (lower-case names; a name missing from
 /// `resolved` allows nothing yet). Pure and deterministic.
 pub fn bind(policy: &Policy, resolved: &BTreeMap<String, Vec<IpAddr>>) -> DesiredState {
-    let global = Global { base: Lookup::new(&policy.global_map), judged: Lookup::new(&policy.global_judged) };
     let prepared: Vec<Cow<'_, Prepared>> = policy
         .groups
         .iter()
         .map(|group| match &group.prepared {
             Some(done) => Cow::Borrowed(done),
-            None => Cow::Owned(prepare(&bind_rules(&group.rules, resolved), &group.owner, &global, &policy.frontends)),
+            None => Cow::Owned(prepare(&bind_rules(&group.rules, resolved), &group.owner, &policy.frontends)),
         })
         .collect();
     let entries: Vec<&[crate::desired::TrieEntry]> = prepared.iter().map(|p| p.entries.as_slice()).collect();

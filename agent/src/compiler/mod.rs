@@ -43,6 +43,7 @@ pub mod service_entries;
 pub mod service_judge;
 pub mod services;
 pub mod sidecar;
+pub mod synthetic;
 pub mod trie;
 pub mod trust;
 pub mod workloads;
@@ -70,7 +71,7 @@ use crate::desired::{Diagnostic, DesiredState, Ignored, Mode, Severity};
 use crate::explain::{Explain, ExplainRule, PolicySources, WorkloadExplain};
 use crate::model::{ObjectRef, Snapshot};
 
-use service_judge::{Global, Lookup};
+use service_judge::Lookup;
 
 /// How to compile: which node's pods, which ranges are "inside the
 /// cluster" (pod and service CIDRs), and who may widen egress.
@@ -193,7 +194,9 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
     let mut global_map = trie::flatten_map(&global);
     trie::cap(&mut global_map, GLOBAL_POLICY_OWNER, &mut ctx.diags);
     let mut global_judged = global_map.clone();
-    let added = service_judge::judge(&mut global_judged, None, &frontends, GLOBAL_POLICY_OWNER, &mut ctx.diags);
+    let added = service_judge::judge(&mut global_judged, false, &frontends, GLOBAL_POLICY_OWNER, &mut ctx.diags);
+    frontends.settle_global(&Lookup::new(&global_map), &Lookup::new(&global_judged));
+    drop(global_map);
     let global_prepared = Prepared {
         entries: trie::entries(&global_judged),
         explain: global.iter().chain(&added).map(ExplainRule::from).collect(),
@@ -227,7 +230,6 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
         explain.workloads.insert(format!("{}/{}", local.workload.namespace, local.workload.name), why);
     }
 
-    let global_lookup = Global { base: Lookup::new(&global_map), judged: Lookup::new(&global_judged) };
     let mut groups = Vec::with_capacity(by_rules.len());
     for (rules, members) in by_rules {
         let owner = group_owner(&locals, &members);
@@ -239,14 +241,13 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
             })
             .collect();
         let prepared = hosts.is_empty().then(|| {
-            let done = bind::prepare(&bind::bind_rules(&rules, &BTreeMap::new()), &owner, &global_lookup, &frontends);
+            let done = bind::prepare(&bind::bind_rules(&rules, &BTreeMap::new()), &owner, &frontends);
             ctx.diags.extend(done.diagnostics.iter().cloned());
             done
         });
         let members = members.iter().filter_map(|i| locals.get(*i)).map(|l| l.workload.uid.clone()).collect();
         groups.push(RuleGroup { rules, members, owner, hosts, prepared });
     }
-    drop(global_lookup);
 
     if cluster_internal > 0 && config.cluster_cidrs.is_empty() {
         ctx.diags.push(Diagnostic {
@@ -272,8 +273,6 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
     Policy {
         workloads,
         global,
-        global_map,
-        global_judged,
         global_prepared,
         groups,
         frontends,

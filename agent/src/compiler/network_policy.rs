@@ -35,6 +35,9 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// computed once.
 pub(crate) struct NetworkPolicies<'a> {
     policies: Vec<&'a NetworkPolicy>,
+    /// The pods a selector peer may name ([`peer_candidates`]), by
+    /// namespace, in snapshot order.
+    candidates: BTreeMap<&'a str, Vec<&'a Pod>>,
     /// Policies over a size limit ([`limits`]): they allow nothing.
     over_limit: Vec<bool>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
@@ -91,8 +94,13 @@ impl<'a> NetworkPolicies<'a> {
         }
         let rules = vec![None; policies.len()];
         let over_limit = policies.iter().map(|p| limits::network_policy(p).is_err()).collect();
+        let mut candidates: BTreeMap<&'a str, Vec<&'a Pod>> = BTreeMap::new();
+        for pod in peer_candidates(ctx) {
+            candidates.entry(namespace(&pod.metadata)).or_default().push(pod);
+        }
         Self {
             policies,
+            candidates,
             over_limit,
             namespace_labels,
             rules,
@@ -199,7 +207,7 @@ impl<'a> NetworkPolicies<'a> {
             let origin = format!("{object} {field}");
             match peer {
                 Peer::Block { cidr, except } => push_numeric(out, cidr, &except, &ports, &origin),
-                Peer::Selectors(peer) => match self.peer_pods(ctx, policy, peer) {
+                Peer::Selectors(peer) => match self.peer_pods(policy, peer) {
                     Ok(pods) => {
                         for pod in &pods {
                             let pod_origin =
@@ -221,7 +229,6 @@ impl<'a> NetworkPolicies<'a> {
     /// The running pods a selector peer names.
     fn peer_pods(
         &self,
-        ctx: &Ctx<'a>,
         policy: &NetworkPolicy,
         peer: &NetworkPolicyPeer,
     ) -> Result<Vec<&'a Pod>, (String, String)> {
@@ -240,11 +247,11 @@ impl<'a> NetworkPolicies<'a> {
         };
         let pod_selector = peer.pod_selector.clone().unwrap_or_default();
         let mut pods = Vec::new();
-        for pod in peer_candidates(ctx) {
-            if namespaces.contains(&namespace(&pod.metadata))
-                && matches(&pod_selector, labels(&pod.metadata), "podSelector")?
-            {
-                pods.push(pod);
+        for ns in namespaces {
+            for pod in self.candidates.get(ns).into_iter().flatten() {
+                if matches(&pod_selector, labels(&pod.metadata), "podSelector")? {
+                    pods.push(*pod);
+                }
             }
         }
         Ok(pods)

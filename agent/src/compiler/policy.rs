@@ -14,7 +14,6 @@ use crate::explain::{Explain, ExplainRule};
 use super::ips::host_net;
 use super::objects::PodKey;
 use super::services::Frontends;
-use super::trie::RuleMap;
 
 /// Where a rule lets a pod send: a network, or the addresses a host name
 /// resolves to (bound later).
@@ -107,14 +106,13 @@ pub struct Policy {
     pub workloads: BTreeMap<String, DesiredWorkload>,
     /// Rules 1 and 2 (gateways, cluster DNS).
     pub global: Vec<AllowRule>,
-    /// The global rules flattened (before the Service judgement), and
-    /// prepared for the datapath.
-    pub(crate) global_map: RuleMap,
-    pub(crate) global_judged: RuleMap,
+    /// The global rules prepared for the datapath (flattened, Services
+    /// judged).
     pub global_prepared: Prepared,
     /// Rules 3 to 5 per group of workloads with the same rules.
     pub groups: Vec<RuleGroup>,
-    /// Every Service address and port with its endpoints.
+    /// Every Service address and port with its endpoints (and what the
+    /// global policy decides for them).
     pub(crate) frontends: Frontends,
     pub diagnostics: Vec<Diagnostic>,
     /// Objects set aside under the trust rules.

@@ -18,6 +18,7 @@
 //! captures a gateway address is denied there unless its endpoints are
 //! gateways or DNS too), and each workload policy then decides the
 //! Service ports the global policy does not allow.
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use agent_common::{PortRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
@@ -31,18 +32,18 @@ use super::trie::{cap_one, normalize_port_rules, PrefixLengths, RuleMap};
 
 /// Longest-prefix lookups in a rule map, as the datapath does them.
 pub(crate) struct Lookup<'a> {
-    map: &'a RuleMap,
+    map: HashMap<IpNet, &'a [PortRule]>,
     lengths: PrefixLengths,
 }
 
 impl<'a> Lookup<'a> {
     pub fn new(map: &'a RuleMap) -> Self {
-        Self { map, lengths: PrefixLengths::of(map.keys()) }
+        Self { map: map.iter().map(|(net, rules)| (*net, rules.as_slice())).collect(), lengths: PrefixLengths::of(map.keys()) }
     }
 
     /// The rules of the longest prefix holding `ip`.
     pub fn rules_at(&self, ip: IpAddr) -> Option<&'a [PortRule]> {
-        self.lengths.supernets(host_net(ip)).find_map(|net| self.map.get(&net)).map(Vec::as_slice)
+        self.lengths.supernets(host_net(ip)).find_map(|net| self.map.get(&net).copied())
     }
 
     /// The reason of the first rule allowing `proto`/`port` to `ip`.
@@ -51,71 +52,56 @@ impl<'a> Lookup<'a> {
     }
 }
 
-/// The global rules, before and after their own judgement.
-pub(crate) struct Global<'a> {
-    /// Gateways and DNS as found (what makes an endpoint allowed).
-    pub base: Lookup<'a>,
-    /// After judgement (what the datapath's global policy allows).
-    pub judged: Lookup<'a>,
-}
-
-/// Judge every Service frontend against `map` (a workload's flattened
-/// rules, or with `global` unset the global rules themselves) and change
-/// `map` accordingly. Returns the allow rules added (for explanations).
-/// Entries that end up over `MAX_PORT_RULES` are reported under `owner`.
-pub(crate) fn judge(
-    map: &mut RuleMap,
-    global: Option<&Global<'_>>,
-    frontends: &Frontends,
-    owner: &str,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<AllowRule> {
+/// Judge every Service frontend against `map` and change `map`
+/// accordingly. Returns the allow rules added (for explanations). With
+/// `workload` set, `map` is a workload's flattened rules, read after the
+/// global policy ([`Frontends::settle_global`] must have run): a frontend
+/// the global policy allows is left to it, and an endpoint is allowed by
+/// the global rules or by `map`. Without it, `map` is the global rules
+/// themselves. Entries that end up over `MAX_PORT_RULES` are reported
+/// under `owner`.
+pub(crate) fn judge(map: &mut RuleMap, workload: bool, frontends: &Frontends, owner: &str, diags: &mut Vec<Diagnostic>) -> Vec<AllowRule> {
     let mut changes: Vec<(IpNet, Vec<PortRule>)> = Vec::new();
     let mut added = Vec::new();
     {
         let own = Lookup::new(map);
-        let allowed = |ip: IpAddr, proto: u8, port: u16| {
-            global.and_then(|g| g.base.allows(ip, proto, port)).or_else(|| own.allows(ip, proto, port))
-        };
-        for (addr, at) in &frontends.by_address {
-            let current: Vec<PortRule> = own.rules_at(*addr).map(<[PortRule]>::to_vec).unwrap_or_default();
+        for at in &frontends.addresses {
+            let addr = at.address;
+            let current: &[PortRule] = own.rules_at(addr).unwrap_or_default();
             if at.refused.is_some() {
                 if !current.is_empty() {
-                    changes.push((host_net(*addr), Vec::new()));
+                    changes.push((host_net(addr), Vec::new()));
                 }
                 continue;
             }
-            let mut new = current.clone();
-            let mut changed = false;
-            for ((proto, port), frontend) in &at.ports {
-                let (proto, port) = (*proto, *port);
-                if global.is_some_and(|g| g.judged.allows(*addr, proto, port).is_some()) {
+            let mut new: Option<Vec<PortRule>> = None;
+            for frontend in &at.ports {
+                let (proto, port) = (frontend.proto, frontend.port);
+                if workload && frontend.global_allowed {
                     // Allowed to every enforced pod by the global policy.
                     continue;
                 }
-                let verdict = every_endpoint(&frontend.endpoints, |e, p| allowed(e.ip, proto, p));
+                let verdict = every_endpoint(&frontend.endpoints, |e, p| {
+                    if workload { e.global } else { None }.or_else(|| own.allows(e.ip, proto, p))
+                });
                 let covered = current.iter().any(|r| r.matches(proto, port));
                 match verdict {
                     Some(reason) if !covered => {
                         let rule = PortRule { proto, reason, port_lo: port, port_hi: port };
-                        new.push(rule);
+                        new.get_or_insert_with(|| current.to_vec()).push(rule);
                         added.push(AllowRule {
-                            net: host_net(*addr),
+                            net: host_net(addr),
                             except: Vec::new(),
                             rule,
-                            origin: origin(*addr, proto, port, &frontend.services, &frontend.endpoints),
+                            origin: origin(addr, proto, port, &frontend.services, &frontend.endpoints),
                         });
-                        changed = true;
                     }
-                    None if covered => {
-                        subtract(&mut new, proto, port, addr.is_ipv6());
-                        changed = true;
-                    }
+                    None if covered => subtract(new.get_or_insert_with(|| current.to_vec()), proto, port, addr.is_ipv6()),
                     _ => {}
                 }
             }
-            if changed {
-                changes.push((host_net(*addr), new));
+            if let Some(new) = new {
+                changes.push((host_net(addr), new));
             }
         }
     }

@@ -38,6 +38,7 @@ use super::limits::{check_len, MAX_LIST, MAX_SERVICE_ADDRESSES, MAX_SERVICE_ENDP
 use super::network_policy::named_port;
 use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
 use super::selectors::map_selects;
+use super::service_judge::Lookup;
 use super::Ctx;
 
 /// One address kube-proxy may forward a Service port to.
@@ -50,6 +51,10 @@ pub(crate) struct Endpoint {
     /// `EndpointSlice y/s-abc endpoints[0]` or `Pod y/a (selected by the
     /// Service)`.
     pub via: String,
+    /// The reason the global policy (gateways, DNS) allows this endpoint
+    /// on its port for the frontend's protocol, if it does (set by
+    /// [`Frontends::settle_global`]; the same for every workload).
+    pub global: Option<u8>,
 }
 
 /// One port of a Service with its endpoints (every family).
@@ -83,27 +88,34 @@ impl ServiceInfo {
 }
 
 /// The Service frontends at one address.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct AddressFrontends {
+    pub address: IpAddr,
     /// A Service at this address is over a size limit: every port of
     /// the address is denied.
     pub refused: Option<String>,
-    /// By (protocol, port): the Services and the union of their
+    /// By protocol and port: the Services and the union of their
     /// endpoints of the address's family (kube-proxy may pick any).
-    pub ports: BTreeMap<(u8, u16), PortFrontend>,
+    pub ports: Vec<PortFrontend>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PortFrontend {
+    pub proto: u8,
+    pub port: u16,
     /// `namespace/name` of the Services at this address and port.
     pub services: Vec<String>,
     pub endpoints: Vec<Endpoint>,
+    /// The global policy, as judged, allows this address and port to
+    /// every enforced pod (set by [`Frontends::settle_global`]).
+    pub global_allowed: bool,
 }
 
-/// Every Service address and port of the cluster, with its endpoints.
+/// Every Service address and port of the cluster, with its endpoints,
+/// sorted by address, then protocol and port.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Frontends {
-    pub by_address: BTreeMap<IpAddr, AddressFrontends>,
+    pub addresses: Vec<AddressFrontends>,
 }
 
 /// Read every Service and its endpoints; bad addresses and Services over
@@ -196,7 +208,7 @@ fn service_info(ctx: &mut Ctx<'_>, svc: &Service, slices: &[&EndpointSlice], pod
                 let Some(target) = target_port(port, pod, number) else { continue };
                 let via = format!("Pod {} (selected by the Service)", pod_ref(pod).qualified());
                 for ip in quiet_pod_ips(pod) {
-                    endpoints.push(Endpoint { ip, port: Some(target), via: via.clone() });
+                    endpoints.push(Endpoint { ip, port: Some(target), via: via.clone(), global: None });
                 }
             }
         }
@@ -230,7 +242,7 @@ fn slice_endpoints(ctx: &mut Ctx<'_>, slice: &EndpointSlice, port: &ServicePort,
     for (i, endpoint) in slice.endpoints.iter().enumerate() {
         for (j, text) in endpoint.addresses.iter().enumerate() {
             match text.parse::<IpAddr>() {
-                Ok(ip) => out.push(Endpoint { ip, port: number, via: format!("{slice_ref} endpoints[{i}]") }),
+                Ok(ip) => out.push(Endpoint { ip, port: number, via: format!("{slice_ref} endpoints[{i}]"), global: None }),
                 Err(_) => ctx.report(
                     Severity::Error,
                     &slice_ref,
@@ -271,17 +283,20 @@ impl Frontends {
     /// Every address and port of `services`, each with the endpoints of
     /// its family.
     pub fn of(services: &[ServiceInfo]) -> Self {
-        let mut by_address: BTreeMap<IpAddr, AddressFrontends> = BTreeMap::new();
+        type Ports = BTreeMap<(u8, u16), PortFrontend>;
+        let mut by_address: BTreeMap<IpAddr, (Option<String>, Ports)> = BTreeMap::new();
         for svc in services {
             let qualified = svc.object.qualified();
             for addr in &svc.addresses {
-                let at = by_address.entry(*addr).or_default();
+                let (refused, ports) = by_address.entry(*addr).or_default();
                 if let Some(reason) = &svc.refused {
-                    at.refused.get_or_insert_with(|| format!("Service {qualified}: {reason}"));
+                    refused.get_or_insert_with(|| format!("Service {qualified}: {reason}"));
                     continue;
                 }
                 for port in &svc.ports {
-                    let frontend = at.ports.entry((port.proto, port.port)).or_default();
+                    let frontend = ports.entry((port.proto, port.port)).or_default();
+                    frontend.proto = port.proto;
+                    frontend.port = port.port;
                     frontend.services.push(qualified.clone());
                     frontend
                         .endpoints
@@ -289,13 +304,37 @@ impl Frontends {
                 }
             }
         }
-        for at in by_address.values_mut() {
-            for frontend in at.ports.values_mut() {
-                frontend.endpoints.sort();
-                frontend.endpoints.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
+        let addresses = by_address
+            .into_iter()
+            .map(|(address, (refused, ports))| AddressFrontends {
+                address,
+                refused,
+                ports: ports
+                    .into_values()
+                    .map(|mut f| {
+                        f.endpoints.sort();
+                        f.endpoints.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
+                        f
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self { addresses }
+    }
+
+    /// Record what the global policy decides, which is the same for every
+    /// workload: for each endpoint, whether the global rules as found
+    /// (`base`) allow it; for each frontend, whether the global policy as
+    /// judged (`judged`) allows it.
+    pub fn settle_global(&mut self, base: &Lookup<'_>, judged: &Lookup<'_>) {
+        for at in &mut self.addresses {
+            for f in &mut at.ports {
+                f.global_allowed = judged.allows(at.address, f.proto, f.port).is_some();
+                for e in &mut f.endpoints {
+                    e.global = e.port.and_then(|p| base.allows(e.ip, f.proto, p));
+                }
             }
         }
-        Self { by_address }
     }
 
     /// Leave the ClusterIPs of a gateway Service to rule 1 (every port):
@@ -303,17 +342,16 @@ impl Frontends {
     /// same address and port (an external IP that captures it), whose
     /// endpoints are then judged.
     pub fn exempt(&mut self, service: &str, cluster_ips: &[IpAddr]) {
-        for ip in cluster_ips {
-            if let Some(at) = self.by_address.get_mut(ip) {
-                at.ports.retain(|_, f| f.services.iter().any(|s| s != service));
-            }
+        for at in self.addresses.iter_mut().filter(|at| cluster_ips.contains(&at.address)) {
+            at.ports.retain(|f| f.services.iter().any(|s| s != service));
         }
     }
 
     /// The frontends in explanations (endpoints capped per frontend).
     pub fn explain(&self) -> Vec<ServiceExplain> {
         let mut out = Vec::new();
-        for (addr, at) in &self.by_address {
+        for at in &self.addresses {
+            let addr = &at.address;
             if let Some(reason) = &at.refused {
                 out.push(ServiceExplain {
                     address: *addr,
@@ -325,11 +363,11 @@ impl Frontends {
                     refused: Some(reason.clone()),
                 });
             }
-            for ((proto, port), frontend) in &at.ports {
+            for frontend in &at.ports {
                 out.push(ServiceExplain {
                     address: *addr,
-                    proto: *proto,
-                    port: *port,
+                    proto: frontend.proto,
+                    port: frontend.port,
                     services: frontend.services.clone(),
                     endpoints: frontend
                         .endpoints
