@@ -113,8 +113,8 @@ pub fn read_agent_report(state_dir: &Path) -> Result<Report, CliError> {
     })
 }
 
-/// One line per finding: `severity code object[ field]: message` (line
-/// breaks inside a text become spaces), then the counts.
+/// One line per finding: `severity code object[ field][ (rule r)]:
+/// message` (line breaks inside a text become spaces), then the counts.
 pub fn render_text(report: &Report) -> String {
     let one_line = |s: &str| s.replace(['\r', '\n'], " ");
     let mut out = String::new();
@@ -127,6 +127,11 @@ pub fn render_text(report: &Report) -> String {
         if let Some(field) = &f.field {
             out.push(' ');
             out.push_str(&one_line(field));
+        }
+        if let Some(rule) = &f.rule {
+            out.push_str(" (rule ");
+            out.push_str(&one_line(rule));
+            out.push(')');
         }
         out.push_str(": ");
         out.push_str(&one_line(&f.message));
@@ -205,6 +210,9 @@ mod tests {
         );
         let multiline = Report { findings: vec![Finding::new(FindingSeverity::Error, "c", "o", None, "a\nb")] };
         assert!(render_text(&multiline).starts_with("error c o: a b\n"));
+        let mut ignored = Finding::new(FindingSeverity::Warning, "ignored-untrusted", "Pod t/p", None, "m");
+        ignored.rule = Some("untrusted-gateway-pod".into());
+        assert!(render_text(&Report { findings: vec![ignored] }).starts_with("warning ignored-untrusted Pod t/p (rule untrusted-gateway-pod): m\n"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use agent_common::{
 
 use super::tests::{compile, config, mesh, nets, network_policy, np_rules, ns, pod, rules_at, set, with_hosts, workload};
 use super::*;
-use crate::desired::Diagnostic;
+use crate::desired::{DesiredState, Diagnostic};
 
 const CLUSTER: &str = "10.244.0.0/16";
 

@@ -8,6 +8,7 @@ use agent_common::{PortRule, PROTO_TCP, REASON_CLUSTER_INTERNAL};
 use super::tests::{compile, config, mesh, nets, network_policy, np_rules, ns, pod, rules_at, set, snapshot, with_hosts, workload};
 use super::*;
 use crate::model::istio::ISTIO_API_VERSIONS;
+use crate::desired::DesiredState;
 use crate::model::osm::MESH_CONFIG_API_VERSIONS;
 
 const CLUSTER: &str = "10.244.0.0/16";

@@ -6,7 +6,7 @@
 //!   (host names kept symbolic), diagnostics, ignored objects and
 //!   explanations;
 //! - [`bind`]: a [`Policy`] plus the addresses its host names resolved to,
-//!   to the [`DesiredState`] of the datapath. A DNS answer re-runs only
+//!   to the [`crate::desired::DesiredState`] of the datapath. A DNS answer re-runs only
 //!   `bind`, which re-flattens only the groups that use host names.
 //!
 //! The parts:
@@ -67,7 +67,7 @@ pub use bind::bind;
 pub use policy::{Destination, Policy, PolicyRule, Prepared, RuleGroup};
 pub use trust::{DEFAULT_TRUSTED_NAMESPACES, TRUSTED_LABEL};
 
-use crate::desired::{Diagnostic, DesiredState, Ignored, Mode, Severity};
+use crate::desired::{Diagnostic, Ignored, Mode, Severity};
 use crate::explain::{Explain, ExplainRule, PolicySources, WorkloadExplain};
 use crate::model::{ObjectRef, Snapshot};
 
@@ -285,18 +285,6 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
         gateway_pods: gateways.pods,
         gateway_pods_with_address,
     }
-}
-
-/// [`compile`] then [`bind`]: the desired state of `snapshot` with these
-/// host answers.
-pub fn compile_and_bind(
-    snapshot: &Snapshot,
-    config: &CompilerConfig,
-    resolved: &BTreeMap<String, Vec<std::net::IpAddr>>,
-) -> (Policy, DesiredState) {
-    let policy = compile(snapshot, config);
-    let desired = bind(&policy, resolved);
-    (policy, desired)
 }
 
 /// The parts of a workload's explanation that do not depend on its rules.

@@ -9,7 +9,7 @@ use agent_common::{
 use std::net::IpAddr;
 
 use super::*;
-use crate::desired::DesiredWorkload;
+use crate::desired::{DesiredState, DesiredWorkload};
 
 /// A configuration plus the host answers to bind with.
 pub(super) struct WithHosts {

@@ -6,6 +6,7 @@ use agent_common::{PortRule, POLICY_GLOBAL, PROTO_TCP, REASON_GATEWAY};
 
 use super::tests::{compile, config, gateway, global_nets, ns, pod, rules_at, set, nets, snapshot, trusted_ns, with_hosts, workload};
 use super::*;
+use crate::desired::DesiredState;
 
 const CLUSTER: &str = "10.244.0.0/16";
 
