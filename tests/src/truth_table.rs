@@ -196,12 +196,16 @@ pub enum DestKind {
 /// A Service address: the ports kube-proxy forwards there and the
 /// endpoints behind them (keys of other destinations, `ns/pod` or `ext`).
 /// Under the contract such a port is allowed only when every backend is
-/// allowed on the target port ([`service_target`]); none: denied.
+/// allowed on the target port ([`service_target`]); none: denied. A
+/// ClusterIP is then allowed; an external or load-balancer IP (which may
+/// be a real host) only if the rules also allow the address itself.
 #[derive(Clone, Debug)]
 pub struct Frontend {
     /// The Service ports at this address; `None`: every port asked.
     pub ports: Option<Vec<Port>>,
     pub backends: Vec<String>,
+    /// The address is a ClusterIP (not an external or load-balancer IP).
+    pub cluster_ip: bool,
 }
 
 impl Frontend {
@@ -287,7 +291,7 @@ pub fn destinations(services: bool) -> Vec<Dest> {
             for (pod, _) in POD_NAMES {
                 let (v4, v6) = service_ips(ns, pod);
                 let key = format!("s-{ns}-{pod}");
-                let frontend = Frontend { ports: None, backends: vec![format!("{ns}/{pod}")] };
+                let frontend = Frontend { ports: None, backends: vec![format!("{ns}/{pod}")], cluster_ip: true };
                 svcs.push(Dest { label: key.clone(), key, kind: DestKind::Service, v4, v6, cluster: true, frontend: Some(frontend) });
             }
         }
@@ -744,6 +748,8 @@ impl Case {
                     .collect();
                 if each.is_empty() || each.iter().any(Vec::is_empty) {
                     Vec::new()
+                } else if !frontend.cluster_ip {
+                    self.base_reasons(src, dest, port, fam)
                 } else {
                     let mut all: Vec<&'static str> = each.into_iter().flatten().collect();
                     if !self.is_isolated(src) && dest.in_cluster() {

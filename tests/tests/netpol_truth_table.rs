@@ -1099,12 +1099,12 @@ fn cases() -> Vec<Case> {
             ))
             .object(&slices("x", "s-cap", 80, ("203.0.113.10", "2001:db8::10")))
             .dest(Dest::extra("s-cap", DestKind::Service, ("10.96.8.3", "fd00:10:96::8:3"), true, Some(frontend(&[tcp(80)], &["ext"]))))
-            .capture("y/b", frontend(&[tcp(80)], &["ext"]))
+            .capture("y/b", Frontend { cluster_ip: false, ..frontend(&[tcp(80)], &["ext"]) })
             .families(DUAL),
         Case::new("Services: a backend the policy does not allow denies the Service (y/d shares y/a's labels)")
             .object(EXTRA_POD_Y_D)
             .dest(Dest::extra("y/d", DestKind::Pod, ("10.244.2.4", "fd00:10:244::2:4"), true, None))
-            .capture("s-y-a", Frontend { ports: None, backends: vec!["y/a".into(), "y/d".into()] })
+            .capture("s-y-a", Frontend { ports: None, backends: vec!["y/a".into(), "y/d".into()], cluster_ip: true })
             .policy(
                 "x",
                 "to-y-a-by-ip",
@@ -1121,7 +1121,7 @@ fn cases() -> Vec<Case> {
             .isolated(X_PODS)
             .services()
             .allow(X_PODS, &["y/a"], ALL),
-        Case::new("Services: a load-balancer IP outside the cluster CIDRs forwards to an allowed pod")
+        Case::new("Services: a load-balancer IP is allowed only where the address itself is, and every endpoint")
             .object(&service(
                 "x",
                 "s-lb",
@@ -1130,22 +1130,35 @@ fn cases() -> Vec<Case> {
                 "[{port: 80}]",
                 "status: {loadBalancer: {ingress: [{ip: 198.51.100.7}, {ip: '2001:db8:1::7'}]}}\n",
             ))
-            .dest(Dest::extra("lb", DestKind::Service, ("198.51.100.7", "2001:db8:1::7"), false, Some(frontend(&[tcp(80)], &["x/b"]))))
+            .object(&service(
+                "x",
+                "s-lb-out",
+                "",
+                ("10.96.8.6", "fd00:10:96::8:6"),
+                "[{port: 80}]",
+                "status: {loadBalancer: {ingress: [{ip: 198.51.100.8}, {ip: '2001:db8:1::8'}]}}\n",
+            ))
+            .object(&slices("x", "s-lb-out", 80, ("203.0.113.10", "2001:db8::10")))
+            .dest(Dest::extra("lb", DestKind::Service, ("198.51.100.7", "2001:db8:1::7"), false, Some(lb(&["x/b"]))))
+            .dest(Dest::extra("lb-out", DestKind::Service, ("198.51.100.8", "2001:db8:1::8"), false, Some(lb(&["ext"]))))
             .policy(
                 "y",
-                "to-x-b-80",
+                "to-x-b-and-the-balancers",
                 "
                 podSelector: {matchLabels: {pod: a}}
                 policyTypes: [Egress]
                 egress:
-                - to: [{namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {pod: b}}}]
+                - to:
+                  - {namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {pod: b}}}
+                  - ipBlock: {cidr: 198.51.100.0/24}
+                  - ipBlock: {cidr: '2001:db8:1::/64'}
                   ports: [{port: 80}]
                 ",
             )
             .from(&["x/a", "y/a", "y/c"])
             .families(DUAL)
             .isolated(&["y/a"])
-            .allow(&["y/a"], &["x/b"], &["tcp/80"]),
+            .allow(&["y/a"], &["x/b", "lb", "lb-out"], &["tcp/80"]),
         // ------------------------------------------------ who may widen egress
         Case::new("trust: an Istio Gateway in an untrusted namespace makes no gateway")
             .object(GATEWAY_IN_Z)
@@ -1198,9 +1211,14 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// A Frontend on `ports` forwarding to `backends`.
+/// A ClusterIP frontend on `ports` forwarding to `backends`.
 fn frontend(ports: &[tt::Port], backends: &[&str]) -> Frontend {
-    Frontend { ports: Some(ports.to_vec()), backends: backends.iter().map(|b| b.to_string()).collect() }
+    Frontend { ports: Some(ports.to_vec()), backends: backends.iter().map(|b| b.to_string()).collect(), cluster_ip: true }
+}
+
+/// A load-balancer IP on TCP 80 forwarding to `backends`.
+fn lb(backends: &[&str]) -> Frontend {
+    Frontend { cluster_ip: false, ..frontend(&[tcp(80)], backends) }
 }
 
 /// A dual-stack Service; `selector` empty for none.

@@ -8,7 +8,11 @@
 //! address `S` and port `p`:
 //! - all endpoints allowed, but the rules do not cover `S`:`p` (a pod
 //!   that NetworkPolicies select, allowed the backend pods): a rule for
-//!   `S`:`p` is added;
+//!   `S`:`p` is added when `S` is a ClusterIP. An external or
+//!   load-balancer IP is never opened this way: it may be a real host
+//!   (any address a tenant writes in `externalIPs`) that the proxy does
+//!   not intercept, so it stays allowed only where the rules allow the
+//!   address itself ("allowed only when", a necessary condition);
 //! - an endpoint not allowed (or none at all), while the rules cover
 //!   `S`:`p` (the cluster CIDRs, a wide ipBlock): `S` gets an entry of its
 //!   own without `p` — the longest match then denies it.
@@ -86,7 +90,7 @@ pub(crate) fn judge(map: &mut RuleMap, workload: bool, frontends: &Frontends, ow
                 });
                 let covered = current.iter().any(|r| r.matches(proto, port));
                 match verdict {
-                    Some(reason) if !covered => {
+                    Some(reason) if !covered && at.cluster_ip => {
                         let rule = PortRule { proto, reason, port_lo: port, port_hi: port };
                         new.get_or_insert_with(|| current.to_vec()).push(rule);
                         added.push(AllowRule {

@@ -126,15 +126,35 @@ fn network_policy_pods_reach_a_service_only_when_every_backend_is_allowed() {
     assert!(!state.policies[&c].iter().any(|e| e.net.to_string() == "10.96.0.12/32"), "y/b is not allowed: no rule");
     let only_a = PortRule { proto: PROTO_TCP, reason: REASON_NETWORK_POLICY, port_lo: 8080, port_hi: 8080 };
     assert_eq!(rules_at(&state, c, "10.96.0.13/32"), [only_a], "port 9090 -> 9090 is not allowed to y/a");
-    assert_eq!(rules_at(&state, c, "198.51.100.7/32"), [only_a], "the load-balancer IP too");
+    assert!(!state.policies[&c].iter().any(|e| e.net.to_string() == "198.51.100.7/32"), "a load-balancer IP is not opened");
     let origins = state.explain.origins(c, "10.96.0.13".parse().expect("ip"), PROTO_TCP, 8080, "network-policy");
     assert_eq!(origins.len(), 1, "{origins:?}");
     assert!(origins[0].starts_with("Service y/only-a 10.96.0.13:8080 TCP: every endpoint is allowed: 10.244.2.1:80 (Pod y/a"), "{}", origins[0]);
-    // A pod under the cluster-internal rule reaches the load-balancer IP
-    // (outside the cluster CIDRs) because its endpoints are inside.
+    // Nor for a pod under the cluster-internal rule: it is outside the
+    // cluster CIDRs, and may be a real host the proxy does not intercept.
     let a = workload(&state, "x", "a").policy;
-    let lb = rules_at(&state, a, "198.51.100.7/32");
-    assert!(allowed(&lb, PROTO_TCP, 8080) && allowed(&lb, PROTO_TCP, 9090) && !allowed(&lb, PROTO_TCP, 80), "{lb:?}");
+    assert!(!state.policies[&a].iter().any(|e| e.net.to_string() == "198.51.100.7/32"));
+}
+
+#[test]
+fn external_ips_are_never_opened_by_their_endpoints() {
+    // A tenant's Service claims 169.254.169.254 and 203.0.113.7 as
+    // external IPs, with endpoints every pod may reach (a pod, the
+    // gateway): neither address is opened.
+    let mut docs = base();
+    docs.push(gateway("istio-system", "egress", "istio: egressgateway"));
+    docs.push(pod("istio-system", "egw", "node-2", "10.244.9.1", "istio: egressgateway"));
+    docs.push(svc("y", "metadata", "app: a", "10.96.0.20", "{port: 80}", "  externalIPs: [169.254.169.254]\n"));
+    docs.push(svc("y", "via-gw", "", "10.96.0.21", "{port: 443}", "  externalIPs: [203.0.113.7]\n"));
+    docs.push(slice("y", "via-gw-1", "via-gw", ", port: 443", "10.244.9.1"));
+    let state = compile(&snapshot(&docs), &config(&CIDRS));
+    for id in [POLICY_GLOBAL, workload(&state, "x", "a").policy] {
+        let nets: Vec<String> = state.policies[&id].iter().map(|e| e.net.to_string()).collect();
+        assert!(!nets.contains(&"169.254.169.254/32".to_owned()) && !nets.contains(&"203.0.113.7/32".to_owned()), "{id}: {nets:?}");
+    }
+    // Their ClusterIPs are allowed (inside the cluster CIDRs, every
+    // endpoint allowed).
+    assert!(!state.policies[&workload(&state, "x", "a").policy].iter().any(|e| e.net.to_string().starts_with("10.96.0.2")));
 }
 
 #[test]

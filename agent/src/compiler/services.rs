@@ -91,6 +91,11 @@ impl ServiceInfo {
 #[derive(Clone, Debug)]
 pub(crate) struct AddressFrontends {
     pub address: IpAddr,
+    /// A Service has this address as a ClusterIP: a virtual address the
+    /// API server allocates, never a real host. Only then may the
+    /// judgement add an allow rule; an external or load-balancer IP may be
+    /// a real host the proxy does not intercept, so it only loses ports.
+    pub cluster_ip: bool,
     /// A Service at this address is over a size limit: every port of
     /// the address is denied.
     pub refused: Option<String>,
@@ -284,11 +289,12 @@ impl Frontends {
     /// its family.
     pub fn of(services: &[ServiceInfo]) -> Self {
         type Ports = BTreeMap<(u8, u16), PortFrontend>;
-        let mut by_address: BTreeMap<IpAddr, (Option<String>, Ports)> = BTreeMap::new();
+        let mut by_address: BTreeMap<IpAddr, (bool, Option<String>, Ports)> = BTreeMap::new();
         for svc in services {
             let qualified = svc.object.qualified();
             for addr in &svc.addresses {
-                let (refused, ports) = by_address.entry(*addr).or_default();
+                let (cluster_ip, refused, ports) = by_address.entry(*addr).or_default();
+                *cluster_ip |= svc.cluster_ips.contains(addr);
                 if let Some(reason) = &svc.refused {
                     refused.get_or_insert_with(|| format!("Service {qualified}: {reason}"));
                     continue;
@@ -306,8 +312,9 @@ impl Frontends {
         }
         let addresses = by_address
             .into_iter()
-            .map(|(address, (refused, ports))| AddressFrontends {
+            .map(|(address, (cluster_ip, refused, ports))| AddressFrontends {
                 address,
+                cluster_ip,
                 refused,
                 ports: ports
                     .into_values()
