@@ -107,6 +107,29 @@ pub enum Severity {
     Error,
 }
 
+/// An object (or part of one) that is valid but has no effect under the
+/// trust rules of the contract ("Who may widen egress"), or that the
+/// compiler set aside for another reason an operator should know (a
+/// gateway pod with no address yet). Shown by `analyze` and `status`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct Ignored {
+    /// Kind of the object (`Pod`, `ServiceEntry`, ...), for metrics.
+    pub kind: String,
+    /// e.g. `Pod tenant/fake-gw`.
+    pub object: String,
+    /// The rule that set it aside, a stable kebab-case code (see
+    /// [`crate::compiler::ignored`]).
+    pub rule: String,
+    /// One sentence: what is ignored and why.
+    pub message: String,
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ignored ({}): {}", self.object, self.rule, self.message)
+    }
+}
+
 /// Everything the datapath needs, computed from the cluster objects.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
@@ -122,8 +145,11 @@ pub struct DesiredState {
     pub diagnostics: Vec<Diagnostic>,
     /// Host names whose addresses the rules need (OSM `Egress` hosts,
     /// `MESH_INTERNAL` ServiceEntry endpoints given by name): the runtime
-    /// resolves them and compiles again with the answers.
+    /// resolves them and binds the policy again with the answers
+    /// ([`crate::compiler::bind`]).
     pub hosts: std::collections::BTreeSet<String>,
     /// Where each rule came from, for `verify` and `status`.
     pub explain: crate::explain::Explain,
+    /// Objects set aside under the trust rules (see [`Ignored`]).
+    pub ignored: Vec<Ignored>,
 }

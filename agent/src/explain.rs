@@ -31,6 +31,47 @@ pub struct Explain {
     /// The OSM `MeshConfig` in force, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub osm: Option<OsmExplain>,
+    /// Service addresses and ports with the endpoints behind them: a
+    /// Service is allowed only when every endpoint is, so that `verify`
+    /// can name the endpoint that denied one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceExplain>,
+}
+
+/// One Service address and port (ClusterIP, external IP or load-balancer
+/// IP) and where kube-proxy may forward it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceExplain {
+    pub address: IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    pub port: u16,
+    /// The Services (`namespace/name`) with this address and port.
+    pub services: Vec<String>,
+    /// The endpoints (at most [`ServiceExplain::MAX_ENDPOINTS`] are kept).
+    pub endpoints: Vec<EndpointExplain>,
+    /// How many endpoints there are in all.
+    pub endpoint_count: usize,
+    /// Set when the Service was too large to judge: its addresses are
+    /// denied (fail closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl ServiceExplain {
+    /// Endpoints kept per address and port in explanations.
+    pub const MAX_ENDPOINTS: usize = 256;
+}
+
+/// One endpoint behind a Service port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointExplain {
+    pub address: IpAddr,
+    /// Target port; `None` when the EndpointSlice gives none (denied).
+    pub port: Option<u16>,
+    /// Where it came from: `EndpointSlice y/s-abc endpoints[0]` or `Pod
+    /// y/a (selected by the Service)`.
+    pub via: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +169,20 @@ impl Explain {
             }
         }
         out
+    }
+
+    /// Does a rule of `policy` (or of the global policy) allow
+    /// `proto`/`port` to `dst`? Used to phrase answers only.
+    pub fn allows(&self, policy: u32, dst: IpAddr, proto: u8, port: u16) -> bool {
+        [policy, POLICY_GLOBAL]
+            .iter()
+            .flat_map(|id| self.policies.get(id).into_iter().flatten())
+            .any(|rule| rule.covers(dst, proto, port))
+    }
+
+    /// The Service addresses and ports at `dst`/`proto`/`port`.
+    pub fn services_at(&self, dst: IpAddr, proto: u8, port: u16) -> impl Iterator<Item = &ServiceExplain> {
+        self.services.iter().filter(move |s| s.address == dst && s.proto == proto && s.port == port)
     }
 
     /// The ServiceEntries naming `host` as an external host.

@@ -112,6 +112,12 @@ enum Command {
         /// Nameservers for host names in mesh objects (with --manifests).
         #[arg(long, default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
+        /// Namespace whose objects may widen egress for others (with --manifests); repeat for each (default: istio-system, kube-system, osm-system, tollgate-system).
+        #[arg(long = "trusted-namespace", value_name = "NS")]
+        trusted_namespaces: Vec<String>,
+        /// OSM control-plane namespace whose MeshConfig wins (with --manifests; default osm-system).
+        #[arg(long, value_name = "NS")]
+        osm_namespace: Option<String>,
         /// One JSON query a line (FILE or - for stdin); one JSON answer a line.
         #[arg(long, conflicts_with_all = ["from_pod", "to_pod", "to_ip", "to_host"])]
         batch: Option<String>,
@@ -149,6 +155,12 @@ enum Command {
         /// Pod and Service CIDRs (with --manifests); repeat for each.
         #[arg(long = "cluster-cidr")]
         cluster_cidrs: Vec<String>,
+        /// Namespace whose objects may widen egress for others (with --manifests); repeat for each (default: istio-system, kube-system, osm-system, tollgate-system).
+        #[arg(long = "trusted-namespace", value_name = "NS")]
+        trusted_namespaces: Vec<String>,
+        /// OSM control-plane namespace whose MeshConfig wins (with --manifests; default osm-system).
+        #[arg(long, value_name = "NS")]
+        osm_namespace: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -264,12 +276,32 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 other => CliError::Environment(other.to_string()),
             })
         }
-        Command::Verify { from_pod, to_pod, to_ip, to_host, to_port, protocol, manifests, cluster_cidrs, resolv_conf, batch, output } => {
+        Command::Verify {
+            from_pod,
+            to_pod,
+            to_ip,
+            to_host,
+            to_port,
+            protocol,
+            manifests,
+            cluster_cidrs,
+            resolv_conf,
+            trusted_namespaces,
+            osm_namespace,
+            batch,
+            output,
+        } => {
+            let trust = cli::analyze::Trust { trusted_namespaces, osm_namespace };
             let source = match manifests {
-                Some(dir) => verify::Source::Manifests { dir, cluster_cidrs, resolv_conf },
+                Some(dir) => verify::Source::Manifests { dir, cluster_cidrs, resolv_conf, trust },
                 None if !cluster_cidrs.is_empty() => {
                     return Err(CliError::Input(
                         "verify: flag --cluster-cidr: only with --manifests (the running agent has its own)".into(),
+                    ))
+                }
+                None if trust != cli::analyze::Trust::default() => {
+                    return Err(CliError::Input(
+                        "verify: flags --trusted-namespace/--osm-namespace: only with --manifests (the running agent has its own)".into(),
                     ))
                 }
                 None => verify::Source::Pinned { bpffs: cli.bpffs.clone(), state_dir },
@@ -295,8 +327,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             cli::flows::run(&cli.bpffs, &state_dir, follow, output, cli::flows::Filter { namespace, pod })
         }
         Command::Status { output } => cli::status::run(&cli.bpffs, &state_dir, output),
-        Command::Analyze { manifests, cluster_cidrs, output } => {
-            cli::analyze::run(cli::analyze::Source::from_flags(manifests, cluster_cidrs, state_dir)?, output)
+        Command::Analyze { manifests, cluster_cidrs, trusted_namespaces, osm_namespace, output } => {
+            let trust = cli::analyze::Trust { trusted_namespaces, osm_namespace };
+            cli::analyze::run(cli::analyze::Source::from_flags(manifests, cluster_cidrs, trust, state_dir)?, output)
         }
         Command::BenchDatapath { prefixes, repeat } => cli::bench::run(&cli.bpffs, prefixes, repeat),
     }

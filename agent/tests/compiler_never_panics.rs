@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
-use tollgate::compiler::{compile, CompilerConfig};
+use tollgate::compiler::{bind, CompilerConfig};
 use tollgate::desired::{DesiredState, Diagnostic, Mode};
 use tollgate::model::Snapshot;
 
@@ -773,19 +773,33 @@ fn ip_net() -> impl Strategy<Value = IpNet> {
     ]
 }
 
-fn compiler_config() -> impl Strategy<Value = CompilerConfig> {
+/// Host names with the addresses they resolved to.
+type Resolved = BTreeMap<String, Vec<IpAddr>>;
+
+fn compiler_config() -> impl Strategy<Value = (CompilerConfig, Resolved)> {
     (
         prop::option::of(prop::sample::select(NODE_NAMES).prop_map(str::to_owned)),
         prop::collection::vec(ip_net(), 0..4),
         prop::collection::btree_map(host_name(), prop::collection::vec(ip_addr(), 0..3), 0..4),
+        // Trust: the defaults, or a random set of namespaces (empty: none).
+        prop::option::of(prop::collection::vec(prop::sample::select(NAMESPACE_NAMES).prop_map(str::to_owned), 0..3)),
+        prop::sample::select(NAMESPACE_NAMES).prop_map(str::to_owned),
     )
-        .prop_map(
-            |(node_name, cluster_cidrs, resolved_hosts)| CompilerConfig {
-                node_name,
-                cluster_cidrs,
-                resolved_hosts,
-            },
-        )
+        .prop_map(|(node_name, cluster_cidrs, resolved, trusted, osm_namespace)| {
+            let mut cfg = CompilerConfig { node_name, cluster_cidrs, osm_namespace, ..CompilerConfig::default() };
+            if let Some(trusted) = trusted {
+                cfg.trusted_namespaces = trusted;
+            }
+            (cfg, resolved)
+        })
+}
+
+/// `compile` then `bind` (bind checked deterministic on the way).
+fn compile(snap: &Snapshot, (cfg, resolved): &(CompilerConfig, Resolved)) -> DesiredState {
+    let policy = tollgate::compiler::compile(snap, cfg);
+    let state = bind(&policy, resolved);
+    assert_eq!(state, bind(&policy, resolved), "bind is deterministic");
+    state
 }
 
 // ---- the property ----
@@ -892,6 +906,15 @@ fn invariants(state: &DesiredState) -> Result<(), TestCaseError> {
     check(resolved == hosts, || {
         "explain.resolved covers exactly the hosts".into()
     })?;
+    let mut ignored = state.ignored.clone();
+    ignored.sort();
+    ignored.dedup();
+    check(ignored == state.ignored, || "ignored objects sorted and unique".into())?;
+    for i in &state.ignored {
+        check(!i.object.is_empty() && !i.rule.is_empty() && !i.message.is_empty() && !i.kind.is_empty(), || {
+            format!("ignored object names object, kind and rule: {i:?}")
+        })?;
+    }
     Ok(())
 }
 
@@ -945,7 +968,7 @@ fn base() -> BoxedStrategy<Vec<Value>> {
         .boxed()
 }
 
-type Case = (Vec<(usize, Value)>, Vec<(usize, Value)>, CompilerConfig);
+type Case = (Vec<(usize, Value)>, Vec<(usize, Value)>, (CompilerConfig, Resolved));
 
 fn case() -> impl Strategy<Value = Case> {
     (
@@ -1046,6 +1069,8 @@ struct Stats {
     hosts_to_resolve: u32,
     external_hosts: u32,
     diagnostics: u32,
+    ignored: u32,
+    service_rules: u32,
 }
 
 impl Stats {
@@ -1073,6 +1098,10 @@ impl Stats {
         self.hosts_to_resolve += count(!state.hosts.is_empty());
         self.external_hosts += count(!state.explain.external_hosts.is_empty());
         self.diagnostics += count(!state.diagnostics.is_empty());
+        self.ignored += count(!state.ignored.is_empty());
+        self.service_rules += count(
+            state.explain.policies.values().flatten().any(|r| r.origin.starts_with("Service ")),
+        );
     }
 }
 
@@ -1108,7 +1137,7 @@ fn deeply_nested_and_huge_documents_do_not_panic() {
         ),
     ];
     let (snap, _) = load(&docs);
-    let state = compile(&snap, &CompilerConfig::default());
+    let state = compile(&snap, &(CompilerConfig::default(), Resolved::new()));
     invariants(&state).expect("invariants hold");
     assert!(
         state

@@ -42,7 +42,8 @@ fn desired() -> DesiredState {
         }
     }
     let cidrs = ["10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"].iter().map(|c| c.parse().unwrap()).collect();
-    compiler::compile(&snap, &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs, ..Default::default() })
+    let policy = compiler::compile(&snap, &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs, ..Default::default() });
+    compiler::bind(&policy, &Default::default())
 }
 
 fn addresses(d: &DesiredState) -> ApplyInputs {

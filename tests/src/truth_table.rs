@@ -19,7 +19,12 @@
 //! Everything else follows from the contract (`/work/shared/interface.md`):
 //! gateways (any port) and DNS (53 UDP/TCP) are always reachable from an
 //! enforced pod; a pod that no egress policy selects reaches everything inside
-//! the cluster CIDRs and nothing outside.
+//! the cluster CIDRs and nothing outside; a Service address and port
+//! ([`Frontend`]: ClusterIPs, external and load-balancer IPs) is allowed only
+//! when every endpoint behind it is allowed on the target port, and denied
+//! when it has none; gateway pods are exempt only in namespaces that are not
+//! enforced, and only pods of trusted namespaces are gateways
+//! (`--trusted-namespace`, [`Case::trusted`]).
 
 use crate::util::TempDir;
 use anyhow::{bail, Context, Result};
@@ -188,6 +193,27 @@ pub enum DestKind {
     External,
 }
 
+/// A Service address: the ports kube-proxy forwards there and the
+/// endpoints behind them (keys of other destinations, `ns/pod` or `ext`).
+/// Under the contract such a port is allowed only when every backend is
+/// allowed on the target port ([`service_target`]); none: denied. A
+/// ClusterIP is then allowed; an external or load-balancer IP (which may
+/// be a real host) only if the rules also allow the address itself.
+#[derive(Clone, Debug)]
+pub struct Frontend {
+    /// The Service ports at this address; `None`: every port asked.
+    pub ports: Option<Vec<Port>>,
+    pub backends: Vec<String>,
+    /// The address is a ClusterIP (not an external or load-balancer IP).
+    pub cluster_ip: bool,
+}
+
+impl Frontend {
+    fn covers(&self, port: Port) -> bool {
+        port.proto != Proto::Icmp && self.ports.as_ref().is_none_or(|ports| ports.contains(&port))
+    }
+}
+
 /// A column of the truth table.
 #[derive(Clone, Debug)]
 pub struct Dest {
@@ -198,8 +224,11 @@ pub struct Dest {
     pub kind: DestKind,
     pub v4: String,
     pub v6: String,
-    /// For [`DestKind::Service`]: the backend pod (`ns/pod`).
-    pub backend: Option<String>,
+    /// Inside the cluster CIDRs.
+    pub cluster: bool,
+    /// When the address is a Service's (its ClusterIP, an external or a
+    /// load-balancer IP): where it forwards.
+    pub frontend: Option<Frontend>,
 }
 
 impl Dest {
@@ -215,13 +244,23 @@ impl Dest {
     }
 
     fn in_cluster(&self) -> bool {
-        self.kind != DestKind::External
+        self.cluster
+    }
+
+    /// A destination a case adds: `key` (also the heading), `kind`, its
+    /// addresses, whether they are inside the cluster CIDRs, and (for a
+    /// Service address) where it forwards.
+    pub fn extra(key: &str, kind: DestKind, (v4, v6): (&str, &str), cluster: bool, frontend: Option<Frontend>) -> Dest {
+        Dest { key: key.into(), label: key.into(), kind, v4: v4.into(), v6: v6.into(), cluster, frontend }
     }
 
     /// The ports asked for this destination.
     fn ports(&self, extra: &[Port]) -> Vec<Port> {
         let mut v: Vec<Port> = match self.kind {
             DestKind::DnsService => DNS_PORTS.to_vec(),
+            DestKind::Service if self.frontend.as_ref().is_some_and(|f| f.ports.is_some()) => {
+                BASE_PORTS.iter().chain(extra).filter(|p| p.proto != Proto::Icmp).copied().collect()
+            }
             DestKind::Service => SERVICE_PORTS.to_vec(),
             DestKind::DnsPod => BASE_PORTS.iter().chain(extra).chain(&DNS_PORTS).copied().collect(),
             DestKind::GatewayPod | DestKind::GatewayService => {
@@ -243,7 +282,7 @@ pub fn destinations(services: bool) -> Vec<Dest> {
         for (pod, _) in POD_NAMES {
             let (v4, v6) = pod_ips(ns, pod);
             let key = format!("{ns}/{pod}");
-            v.push(Dest { label: key.clone(), key, kind: DestKind::Pod, v4, v6, backend: None });
+            v.push(Dest { label: key.clone(), key, kind: DestKind::Pod, v4, v6, cluster: true, frontend: None });
         }
     }
     let mut svcs = Vec::new();
@@ -252,12 +291,14 @@ pub fn destinations(services: bool) -> Vec<Dest> {
             for (pod, _) in POD_NAMES {
                 let (v4, v6) = service_ips(ns, pod);
                 let key = format!("s-{ns}-{pod}");
-                svcs.push(Dest { label: key.clone(), key, kind: DestKind::Service, v4, v6, backend: Some(format!("{ns}/{pod}")) });
+                let frontend = Frontend { ports: None, backends: vec![format!("{ns}/{pod}")], cluster_ip: true };
+                svcs.push(Dest { label: key.clone(), key, kind: DestKind::Service, v4, v6, cluster: true, frontend: Some(frontend) });
             }
         }
     }
     let mut add = |key: &str, label: &str, kind, (v4, v6): (&str, &str)| {
-        v.push(Dest { key: key.into(), label: label.into(), kind, v4: v4.into(), v6: v6.into(), backend: None });
+        let cluster = kind != DestKind::External;
+        v.push(Dest { key: key.into(), label: label.into(), kind, v4: v4.into(), v6: v6.into(), cluster, frontend: None });
     };
     add(GATEWAY_POD, "gw", DestKind::GatewayPod, GATEWAY_IPS);
     add("gw-svc", "gw-svc", DestKind::GatewayService, GATEWAY_SVC_IPS);
@@ -506,6 +547,19 @@ pub struct Case {
     rules: Vec<Rule>,
     warnings_ok: bool,
     services: bool,
+    /// Columns this case adds (its own Services, pods, addresses).
+    extra_dests: Vec<Dest>,
+    /// Service frontends at existing columns' addresses (an external IP
+    /// that captures a pod's address): (column key, frontend).
+    captures: Vec<(&'static str, Frontend)>,
+    /// Pods besides the Istio egress gateway that are gateways (a Gateway
+    /// or label in a trusted namespace).
+    gateways: Vec<&'static str>,
+    /// Columns that count as inside the cluster for these (non-isolated)
+    /// sources: `MESH_INTERNAL` entries visible to them.
+    internal: Vec<(&'static [&'static str], &'static [&'static str])>,
+    /// `--trusted-namespace` values (none: the defaults).
+    trusted: Vec<&'static str>,
 }
 
 /// What a query should answer.
@@ -531,7 +585,60 @@ impl Case {
             rules: Vec::new(),
             warnings_ok: false,
             services: false,
+            extra_dests: Vec::new(),
+            captures: Vec::new(),
+            gateways: Vec::new(),
+            internal: Vec::new(),
+            trusted: Vec::new(),
         }
+    }
+
+    /// Adds a column (with its objects added through [`Case::object`]).
+    pub fn dest(mut self, dest: Dest) -> Case {
+        self.extra_dests.push(dest);
+        self
+    }
+
+    /// The address of column `key` is also a Service frontend (an
+    /// external IP capturing it) on `frontend.ports`.
+    pub fn capture(mut self, key: &'static str, frontend: Frontend) -> Case {
+        self.captures.push((key, frontend));
+        self
+    }
+
+    /// Pod `ns/pod` is an egress gateway in this case.
+    pub fn gateway(mut self, pod: &'static str) -> Case {
+        self.gateways.push(pod);
+        self
+    }
+
+    /// For non-isolated sources matching `from`, columns `to` count as
+    /// inside the cluster (`MESH_INTERNAL` addresses exported to them).
+    pub fn internal_for(mut self, from: &'static [&'static str], to: &'static [&'static str]) -> Case {
+        self.internal.push((from, to));
+        self
+    }
+
+    /// Runs verify with `--trusted-namespace` for each of these.
+    pub fn trusted(mut self, namespaces: &[&'static str]) -> Case {
+        self.trusted.extend_from_slice(namespaces);
+        self
+    }
+
+    /// Every column of this case, captures applied.
+    pub fn destinations(&self) -> Vec<Dest> {
+        let mut dests = destinations(self.services);
+        dests.extend(self.extra_dests.iter().cloned());
+        for (key, frontend) in &self.captures {
+            for d in dests.iter_mut().filter(|d| d.key == *key) {
+                d.frontend = Some(frontend.clone());
+            }
+        }
+        dests
+    }
+
+    fn is_gateway(&self, key: &str) -> bool {
+        key == GATEWAY_POD || self.gateways.contains(&key)
     }
 
     /// Adds a NetworkPolicy `ns/name` with `spec` (YAML).
@@ -618,38 +725,41 @@ impl Case {
     }
 
     /// The expected answer, from the contract and this case's table.
-    pub fn expect(&self, src: &str, dest: &Dest, port: Port, fam: Family) -> Expected {
+    pub fn expect(&self, src: &str, dest: &Dest, port: Port, fam: Family, dests: &[Dest]) -> Expected {
         let mode = self.mode_of(src);
-        if src == GATEWAY_POD {
-            // Gateway pods are never enforced, whatever their namespace says.
-            let reasons = if mode == "off" { vec!["gateway-pod", "not-enforced"] } else { vec!["gateway-pod"] };
-            return Expected { allow: true, mode: "off", reasons };
-        }
         if mode == "off" {
-            return Expected { allow: true, mode, reasons: vec!["not-enforced"] };
+            // Gateway pods of namespaces that are not enforced are exempt;
+            // elsewhere they are enforced like any other pod.
+            let reasons = if self.is_gateway(src) { vec!["gateway-pod", "not-enforced"] } else { vec!["not-enforced"] };
+            return Expected { allow: true, mode, reasons };
         }
-        let mut reasons = Vec::new();
-        if matches!(dest.kind, DestKind::GatewayPod | DestKind::GatewayService) {
-            reasons.push("gateway");
-        }
-        if matches!(dest.kind, DestKind::DnsPod | DestKind::DnsService) && DNS_PORTS.contains(&port) {
-            reasons.push("dns");
-        }
-        if self.is_isolated(src) {
-            // A Service is reached as its backend pod on the target port.
-            let backend = dest.backend.as_ref().map(|b| {
-                let (ns, pod) = b.split_once('/').expect("ns/pod");
-                let (v4, v6) = pod_ips(ns, pod);
-                let d = Dest { key: b.clone(), label: b.clone(), kind: DestKind::Pod, v4, v6, backend: None };
-                (d, service_target(port))
-            });
-            let (rdest, rport) = backend.as_ref().map(|(d, p)| (d, *p)).unwrap_or((dest, port));
-            if self.rules.iter().any(|r| r.matches(src, rdest, rport, fam)) {
-                reasons.push("network-policy");
+        let mut reasons = match dest.frontend.as_ref().filter(|f| f.covers(port)) {
+            // A Service address: allowed only when every endpoint behind
+            // it is allowed on the target port; none: denied.
+            Some(frontend) => {
+                let target = service_target(port);
+                let each: Vec<Vec<&'static str>> = frontend
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let backend = dests.iter().find(|d| d.key == *b).unwrap_or_else(|| panic!("backend {b} is a column"));
+                        self.base_reasons(src, backend, target, fam)
+                    })
+                    .collect();
+                if each.is_empty() || each.iter().any(Vec::is_empty) {
+                    Vec::new()
+                } else if !frontend.cluster_ip {
+                    self.base_reasons(src, dest, port, fam)
+                } else {
+                    let mut all: Vec<&'static str> = each.into_iter().flatten().collect();
+                    if !self.is_isolated(src) && dest.in_cluster() {
+                        all.push("cluster-internal");
+                    }
+                    all
+                }
             }
-        } else if dest.in_cluster() {
-            reasons.push("cluster-internal");
-        }
+            None => self.base_reasons(src, dest, port, fam),
+        };
         let allow = !reasons.is_empty();
         if !allow {
             reasons.push("no-rule");
@@ -657,11 +767,33 @@ impl Case {
         Expected { allow, mode, reasons }
     }
 
+    /// Why `dest` itself (not as a Service) is allowed to `src` on `port`:
+    /// gateways, DNS, then the policies or the cluster-internal rule.
+    fn base_reasons(&self, src: &str, dest: &Dest, port: Port, fam: Family) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if matches!(dest.kind, DestKind::GatewayPod | DestKind::GatewayService) || self.is_gateway(&dest.key) {
+            reasons.push("gateway");
+        }
+        if matches!(dest.kind, DestKind::DnsPod | DestKind::DnsService) && DNS_PORTS.contains(&port) {
+            reasons.push("dns");
+        }
+        if self.is_isolated(src) {
+            if self.rules.iter().any(|r| r.matches(src, dest, port, fam)) {
+                reasons.push("network-policy");
+            }
+        } else if dest.in_cluster()
+            || self.internal.iter().any(|(from, to)| from.iter().any(|p| key_matches(p, src)) && to.contains(&dest.key.as_str()))
+        {
+            reasons.push("cluster-internal");
+        }
+        reasons
+    }
+
     /// A pod's traffic to its own address stays on `lo`: never a policy
     /// question, always allowed.
     pub fn expect_to_itself(&self, src: &str) -> Expected {
         let mode = self.mode_of(src);
-        if src == GATEWAY_POD || mode == "off" {
+        if mode == "off" {
             return Expected { allow: true, mode: "off", reasons: vec!["gateway-pod", "not-enforced"] };
         }
         Expected { allow: true, mode, reasons: vec!["loopback"] }
@@ -759,7 +891,7 @@ fn queries(case: &Case, dests: &[Dest]) -> Vec<Query> {
                     let expected = if d.key == from {
                         case.expect_to_itself(from)
                     } else {
-                        case.expect(from, d, port, fam)
+                        case.expect(from, d, port, fam, dests)
                     };
                     out.push(Query { from, dest: di, port, family: fam, expected });
                 }
@@ -812,12 +944,15 @@ struct VerifyRun {
     stderr: String,
 }
 
-fn run_verify(bin: &Path, bpffs: &Path, manifests: &Path, input: String) -> Result<VerifyRun> {
+fn run_verify(bin: &Path, bpffs: &Path, manifests: &Path, trusted: &[&str], input: String) -> Result<VerifyRun> {
     let mut cmd = Command::new(bin);
     cmd.arg("--bpffs").arg(bpffs.join("tollgate"));
     cmd.args(["verify", "--batch", "-", "--manifests"]).arg(manifests);
     for c in CLUSTER_CIDRS {
         cmd.args(["--cluster-cidr", c]);
+    }
+    for ns in trusted {
+        cmd.args(["--trusted-namespace", ns]);
     }
     cmd.args(["-o", "json"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
@@ -855,7 +990,7 @@ fn run_verify(bin: &Path, bpffs: &Path, manifests: &Path, input: String) -> Resu
 /// Runs one case (one verify process); `n` makes its folders unique.
 pub fn run_case(case: &Case, bin: &Path, n: usize) -> Outcome {
     let start = Instant::now();
-    let dests = destinations(case.services);
+    let dests = case.destinations();
     let qs = queries(case, &dests);
     let mut out = Outcome {
         name: case.name.clone(),
@@ -892,7 +1027,7 @@ fn check_case(case: &Case, bin: &Path, n: usize, dests: &[Dest], qs: &[Query]) -
     let bpffs = BpffsDir::new(n)?;
 
     let input: String = qs.iter().map(|q| format!("{}\n", query_json(q, &dests[q.dest]))).collect();
-    let run = run_verify(bin, &bpffs.0, &tmp.path, input)?;
+    let run = run_verify(bin, &bpffs.0, &tmp.path, &case.trusted, input)?;
     drop(bpffs);
     if run.code != Some(0) {
         bail!(

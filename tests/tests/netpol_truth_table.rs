@@ -18,14 +18,17 @@
 //! Egress in policyTypes selects, and `allow(from, to, ports)` what their
 //! policies allow. Not listed: gateways (any port) and DNS (53 UDP/TCP) are
 //! always allowed, and a source that is not isolated reaches everything in
-//! the cluster CIDRs and nothing outside.
+//! the cluster CIDRs and nothing outside. Service addresses (the per-pod
+//! Services with `services()`, and the Services a case adds) are judged by
+//! every endpoint behind them; the trust cases check that objects of
+//! namespaces that are not trusted widen nothing for others.
 //!
 //! Needs root and bpffs (mounted if missing) and the binary
 //! (`cargo xtask build`, or TOLLGATE_BIN). `TT_CASE=substring` runs only the
 //! matching cases; `TT_WORKERS=n` sets the parallelism.
 
 use tollgate_e2e::agent::default_tollgate_bin;
-use tollgate_e2e::truth_table::{self as tt, tcp, udp, Case, DUAL, V4, V6};
+use tollgate_e2e::truth_table::{self as tt, tcp, udp, Case, Dest, DestKind, Frontend, DUAL, V4, V6};
 
 const ALL: &[&str] = &["*"];
 const X_PODS: &[&str] = &["x/a", "x/b", "x/c"];
@@ -1061,7 +1064,7 @@ fn cases() -> Vec<Case> {
             )
             .isolated(X_PODS)
             .warnings_ok(),
-        Case::new("gateway pod in an enforced namespace is never enforced")
+        Case::new("gateway pod in an enforced namespace is enforced like any other pod")
             .ns_mode("istio-system", Some("enforce"))
             .policy(
                 "istio-system",
@@ -1072,9 +1075,197 @@ fn cases() -> Vec<Case> {
                 ",
             )
             .from(&[tt::GATEWAY_POD, "x/a"])
+            .isolated(&[tt::GATEWAY_POD])
             .families(DUAL),
+        // ------------------------------------------------ Services judged by every endpoint
+        Case::new("Services: a selectorless Service whose EndpointSlice points outside is denied, even cluster-internal")
+            .object(&service("x", "s-out", "", ("10.96.8.1", "fd00:10:96::8:1"), "[{port: 80}]", ""))
+            .object(&slices("x", "s-out", 80, ("203.0.113.10", "2001:db8::10")))
+            .dest(Dest::extra("s-out", DestKind::Service, ("10.96.8.1", "fd00:10:96::8:1"), true, Some(frontend(&[tcp(80)], &["ext"]))))
+            .from(&["x/a", "y/b"])
+            .families(DUAL),
+        Case::new("Services: a Service with no endpoints is denied")
+            .object(&service("x", "s-none", "{pod: nobody}", ("10.96.8.2", "fd00:10:96::8:2"), "[{port: 80}]", ""))
+            .dest(Dest::extra("s-none", DestKind::Service, ("10.96.8.2", "fd00:10:96::8:2"), true, Some(frontend(&[tcp(80)], &[]))))
+            .families(DUAL),
+        Case::new("Services: externalIPs capturing a pod's address take that port away")
+            .object(&service(
+                "x",
+                "s-cap",
+                "",
+                ("10.96.8.3", "fd00:10:96::8:3"),
+                "[{port: 80}]",
+                "  externalIPs: [10.244.2.2, 'fd00:10:244::2:2']\n",
+            ))
+            .object(&slices("x", "s-cap", 80, ("203.0.113.10", "2001:db8::10")))
+            .dest(Dest::extra("s-cap", DestKind::Service, ("10.96.8.3", "fd00:10:96::8:3"), true, Some(frontend(&[tcp(80)], &["ext"]))))
+            .capture("y/b", Frontend { cluster_ip: false, ..frontend(&[tcp(80)], &["ext"]) })
+            .families(DUAL),
+        Case::new("Services: a backend the policy does not allow denies the Service (y/d shares y/a's labels)")
+            .object(EXTRA_POD_Y_D)
+            .dest(Dest::extra("y/d", DestKind::Pod, ("10.244.2.4", "fd00:10:244::2:4"), true, None))
+            .capture("s-y-a", Frontend { ports: None, backends: vec!["y/a".into(), "y/d".into()], cluster_ip: true })
+            .policy(
+                "x",
+                "to-y-a-by-ip",
+                "
+                podSelector: {}
+                policyTypes: [Egress]
+                egress:
+                - to:
+                  - ipBlock: {cidr: 10.244.2.1/32}
+                  - ipBlock: {cidr: 'fd00:10:244::2:1/128'}
+                ",
+            )
+            .families(DUAL)
+            .isolated(X_PODS)
+            .services()
+            .allow(X_PODS, &["y/a"], ALL),
+        Case::new("Services: a load-balancer IP is allowed only where the address itself is, and every endpoint")
+            .object(&service(
+                "x",
+                "s-lb",
+                "{pod: b}",
+                ("10.96.8.5", "fd00:10:96::8:5"),
+                "[{port: 80}]",
+                "status: {loadBalancer: {ingress: [{ip: 198.51.100.7}, {ip: '2001:db8:1::7'}]}}\n",
+            ))
+            .object(&service(
+                "x",
+                "s-lb-out",
+                "",
+                ("10.96.8.6", "fd00:10:96::8:6"),
+                "[{port: 80}]",
+                "status: {loadBalancer: {ingress: [{ip: 198.51.100.8}, {ip: '2001:db8:1::8'}]}}\n",
+            ))
+            .object(&slices("x", "s-lb-out", 80, ("203.0.113.10", "2001:db8::10")))
+            .dest(Dest::extra("lb", DestKind::Service, ("198.51.100.7", "2001:db8:1::7"), false, Some(lb(&["x/b"]))))
+            .dest(Dest::extra("lb-out", DestKind::Service, ("198.51.100.8", "2001:db8:1::8"), false, Some(lb(&["ext"]))))
+            .policy(
+                "y",
+                "to-x-b-and-the-balancers",
+                "
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress]
+                egress:
+                - to:
+                  - {namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {pod: b}}}
+                  - ipBlock: {cidr: 198.51.100.0/24}
+                  - ipBlock: {cidr: '2001:db8:1::/64'}
+                  ports: [{port: 80}]
+                ",
+            )
+            .from(&["x/a", "y/a", "y/c"])
+            .families(DUAL)
+            .isolated(&["y/a"])
+            .allow(&["y/a"], &["x/b", "lb", "lb-out"], &["tcp/80"]),
+        // ------------------------------------------------ who may widen egress
+        Case::new("trust: an Istio Gateway in an untrusted namespace makes no gateway")
+            .object(GATEWAY_IN_Z)
+            .ns_mode("z", None)
+            .policy(
+                "x",
+                "deny-all",
+                "
+                podSelector: {}
+                policyTypes: [Egress]
+                ",
+            )
+            .from(&["x/a", "z/c"])
+            .isolated(X_PODS)
+            .warnings_ok(),
+        Case::new("trust: the same Gateway in a namespace trusted by --trusted-namespace makes z/c a gateway")
+            .object(GATEWAY_IN_Z)
+            .ns_mode("z", None)
+            .trusted(&["istio-system", "kube-system", "z"])
+            .gateway("z/c")
+            .policy(
+                "x",
+                "deny-all",
+                "
+                podSelector: {}
+                policyTypes: [Egress]
+                ",
+            )
+            .from(&["x/a", "z/c"])
+            .families(DUAL)
+            .isolated(X_PODS)
+            .warnings_ok(),
+        Case::new("trust: a MESH_INTERNAL ServiceEntry of an untrusted namespace counts for its own namespace only")
+            .object(
+                "
+                apiVersion: networking.istio.io/v1
+                kind: ServiceEntry
+                metadata: {name: everything, namespace: z}
+                spec:
+                  hosts: [ext.internal]
+                  location: MESH_INTERNAL
+                  addresses: [203.0.113.10/32, '2001:db8::10/128']
+                  exportTo: ['*']
+                ",
+            )
+            .internal_for(&["z/*"], &["ext"])
+            .from(&["x/a", "z/a"])
+            .families(DUAL)
+            .warnings_ok(),
     ]
 }
+
+/// A ClusterIP frontend on `ports` forwarding to `backends`.
+fn frontend(ports: &[tt::Port], backends: &[&str]) -> Frontend {
+    Frontend { ports: Some(ports.to_vec()), backends: backends.iter().map(|b| b.to_string()).collect(), cluster_ip: true }
+}
+
+/// A load-balancer IP on TCP 80 forwarding to `backends`.
+fn lb(backends: &[&str]) -> Frontend {
+    Frontend { cluster_ip: false, ..frontend(&[tcp(80)], backends) }
+}
+
+/// A dual-stack Service; `selector` empty for none.
+fn service(ns: &str, name: &str, selector: &str, (v4, v6): (&str, &str), ports: &str, extra: &str) -> String {
+    let selector = if selector.is_empty() { String::new() } else { format!("  selector: {selector}\n") };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{selector}  clusterIP: {v4}\n  clusterIPs: [{v4}, '{v6}']\n  ipFamilies: [IPv4, IPv6]\n  ports: {ports}\n{extra}"
+    )
+}
+
+/// Hand-written EndpointSlices (one per family) of Service `ns/svc` with
+/// one endpoint each, on TCP `port`.
+fn slices(ns: &str, svc: &str, port: u16, (v4, v6): (&str, &str)) -> String {
+    let one = |family: &str, suffix: &str, addr: &str| {
+        format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{suffix}, namespace: {ns}, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: {family}\nports: [{{name: '', port: {port}, protocol: TCP}}]\nendpoints:\n- addresses: ['{addr}']\n")
+    };
+    format!("{}---\n{}", one("IPv4", "v4", v4), one("IPv6", "v6", v6))
+}
+
+/// A Gateway in z (not trusted by default) selecting pod z/c.
+const GATEWAY_IN_Z: &str = "
+    apiVersion: networking.istio.io/v1
+    kind: Gateway
+    metadata: {name: escape, namespace: z}
+    spec:
+      selector: {pod: c}
+";
+
+/// A fourth pod in y with y/a's labels (so `s-y-a` selects both).
+const EXTRA_POD_Y_D: &str = "
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: d, namespace: y, uid: 7a11da7e-0000-4000-8000-000000000204, labels: {pod: a, tier: frontend}}
+    spec:
+      nodeName: node-1
+      containers:
+      - name: main
+        image: registry.k8s.io/e2e-test-images/agnhost:2.47
+        ports:
+        - {name: serve-80-tcp, containerPort: 80, protocol: TCP}
+        - {name: serve-81-tcp, containerPort: 81, protocol: TCP}
+        - {name: serve-80-udp, containerPort: 80, protocol: UDP}
+        - {name: serve-81-udp, containerPort: 81, protocol: UDP}
+        - {name: serve-80-sctp, containerPort: 80, protocol: SCTP}
+        - {name: serve-81-sctp, containerPort: 81, protocol: SCTP}
+    status: {phase: Running, podIP: 10.244.2.4, podIPs: [{ip: 10.244.2.4}, {ip: 'fd00:10:244::2:4'}]}
+";
 
 #[test]
 fn netpol_egress_truth_table() {

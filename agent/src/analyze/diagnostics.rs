@@ -24,7 +24,7 @@ pub fn finding(d: &Diagnostic) -> Finding {
 
 pub(crate) fn check(input: &Input<'_>, out: &mut Vec<Finding>) {
     let specific = out.len();
-    for d in &input.desired.diagnostics {
+    for d in &input.policy.diagnostics {
         let covered = out[..specific]
             .iter()
             .any(|f| f.object == d.object && f.field.as_deref() == Some(d.field.as_str()));

@@ -103,7 +103,7 @@ fn no_cluster_cidr(input: &Input<'_>, out: &mut Vec<Finding>) {
         .running
         .iter()
         .copied()
-        .filter(|p| input.mode(namespace(&p.metadata)) != Mode::Off && !input.gateway_pods.contains(&pod_key(p)))
+        .filter(|p| input.mode(namespace(&p.metadata)) != Mode::Off)
         .filter(|p| !has_egress_policy(input, p))
         .collect();
     let Some(first) = relying.first() else { return };

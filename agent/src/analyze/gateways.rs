@@ -7,12 +7,13 @@
 //! - `no-gateway` (warning): namespaces are enforced but no gateway pod
 //!   runs, so their pods reach nothing outside the cluster;
 //! - `gateway-in-enforced-namespace` (warning): a gateway pod runs in an
-//!   enforced or audited namespace. Gateway pods are never enforced, so
-//!   whoever may create pods (or Istio Gateways) there can take a pod out
-//!   of enforcement; gateways belong in their own namespace.
+//!   enforced or audited (trusted) namespace. It is enforced like any
+//!   other pod there, so its own traffic to external hosts is dropped
+//!   unless a NetworkPolicy allows it; gateways belong in a namespace of
+//!   their own that is not enforced.
 use std::collections::BTreeSet;
 
-use crate::compiler::gateways::{has_gateway_label, GATEWAY_LABEL};
+use crate::compiler::gateways::{why_gateway, GATEWAY_LABEL};
 use crate::compiler::mode::EGRESS_LABEL;
 use crate::compiler::objects::{labels, namespace, object_ref};
 use crate::compiler::selectors::map_selects_some;
@@ -37,36 +38,28 @@ pub(crate) fn check(input: &Input<'_>, out: &mut Vec<Finding>) {
 }
 
 fn gateways_in_enforced_namespaces(input: &Input<'_>, out: &mut Vec<Finding>) {
-    for (ns, pod) in &input.gateway_pods {
+    for (ns, pod) in input.gateway_pods {
         let mode = input.mode(ns);
         if mode == Mode::Off {
             continue;
         }
-        let pod_obj = input
+        let Some(pod_obj) = input
             .running
             .iter()
-            .find(|p| namespace(&p.metadata) == ns && p.metadata.name.as_deref() == Some(pod.as_str()));
-        let by_label = pod_obj.is_some_and(|p| has_gateway_label(p));
-        let how = if by_label {
-            format!("its label {GATEWAY_LABEL}=true")
-        } else {
-            let gws: Vec<String> = input
-                .snapshot
-                .gateways
-                .iter()
-                .filter(|gw| pod_obj.is_some_and(|p| map_selects_some(&gw.spec.selector, labels(&p.metadata))))
-                .map(|gw| object_ref(ObjectKind::Gateway, &gw.metadata).to_string())
-                .collect();
-            format!("the selector of {}", gws.join(", "))
+            .find(|p| namespace(&p.metadata) == ns && p.metadata.name.as_deref() == Some(pod.as_str()))
+        else {
+            continue;
         };
+        let how = why_gateway(input.snapshot, pod_obj);
         out.push(Finding::new(
             FindingSeverity::Warning,
             GATEWAY_IN_ENFORCED_NAMESPACE,
             format!("Pod {ns}/{pod}"),
             None,
             format!(
-                "this pod is an egress gateway by {how} in namespace {ns}, which is {} by {EGRESS_LABEL}; gateway pods are never enforced, so anyone who can create pods or Gateways in {ns} can take a pod out of enforcement; run gateways in a namespace of their own",
-                if mode == Mode::Audit { "audited" } else { "enforced" }
+                "{how} in namespace {ns}, which is {} by {EGRESS_LABEL}: a gateway pod there is enforced like any other pod, so its own traffic to external hosts is {} unless a NetworkPolicy allows it; run gateways in a namespace of their own that is not enforced",
+                if mode == Mode::Audit { "audited" } else { "enforced" },
+                if mode == Mode::Audit { "reported" } else { "dropped" }
             ),
         ));
     }
@@ -140,7 +133,7 @@ fn clients_not_enforced(input: &Input<'_>, out: &mut Vec<Finding>) {
 
 fn no_gateway(input: &Input<'_>, out: &mut Vec<Finding>) {
     let policed = input.policed_namespaces();
-    if policed.is_empty() || !input.gateway_pods.is_empty() {
+    if policed.is_empty() || !input.policy.gateway_pods_with_address.is_empty() {
         return;
     }
     out.push(Finding::new(
@@ -149,7 +142,7 @@ fn no_gateway(input: &Input<'_>, out: &mut Vec<Finding>) {
         CLUSTER_OBJECT,
         None,
         format!(
-            "pods in {} are enforced or audited but no egress gateway pod runs (none is selected by an Istio Gateway or labelled {GATEWAY_LABEL}=true), so they can reach nothing outside the cluster; deploy an egress gateway",
+            "pods in {} are enforced or audited but no egress gateway pod runs with an address (none in a trusted namespace is selected by an Istio Gateway or labelled {GATEWAY_LABEL}=true), so they can reach nothing outside the cluster; deploy an egress gateway in a trusted namespace",
             namespace_list(&policed)
         ),
     ));
@@ -189,11 +182,15 @@ mod tests {
 
     #[test]
     fn gateway_pods_in_enforced_namespaces_are_flagged() {
-        let rogue = "apiVersion: v1\nkind: Pod\nmetadata: {name: escape, namespace: shop, uid: u-esc, labels: {tollgate.dev/egress-gateway: 'true'}}\nstatus: {phase: Running}\n---\n";
-        let report = run(&format!("{SHOP_ENFORCED}{rogue}{GATEWAY}{GATEWAY_POD}"), &["10.244.0.0/16"]);
-        let f = the(&report, GATEWAY_IN_ENFORCED_NAMESPACE, "Pod shop/escape");
-        assert!(f.message.contains("tollgate.dev/egress-gateway=true") && f.message.contains("enforced"), "{}", f.message);
+        let squid = "apiVersion: v1\nkind: Pod\nmetadata: {name: squid, namespace: shop, uid: u-esc, labels: {tollgate.dev/egress-gateway: 'true'}}\nstatus: {phase: Running}\n---\n";
+        let trusted_shop = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {tollgate.dev/egress: enforce, tollgate.dev/trusted: 'true'}}\n---\n";
+        let report = run(&format!("{trusted_shop}{squid}{GATEWAY}{GATEWAY_POD}"), &["10.244.0.0/16"]);
+        let f = the(&report, GATEWAY_IN_ENFORCED_NAMESPACE, "Pod shop/squid");
+        assert!(f.message.contains("tollgate.dev/egress-gateway=true") && f.message.contains("enforced like any other pod"), "{}", f.message);
         assert_eq!(with_code(&report, GATEWAY_IN_ENFORCED_NAMESPACE).len(), 1, "istio-system is not enforced");
+        let untrusted = run(&format!("{SHOP_ENFORCED}{squid}{GATEWAY}{GATEWAY_POD}"), &["10.244.0.0/16"]);
+        assert!(with_code(&untrusted, GATEWAY_IN_ENFORCED_NAMESPACE).is_empty(), "not a gateway at all: {:#?}", untrusted.findings);
+        the(&untrusted, IGNORED_UNTRUSTED, "Pod shop/squid");
     }
 
     #[test]
@@ -204,7 +201,9 @@ mod tests {
         assert!(f.message.contains("test-egress"), "{}", f.message);
         let fixed = format!("{yaml}{GATEWAY}{GATEWAY_POD}");
         assert!(with_code(&run(&fixed, &["10.244.0.0/16"]), NO_GATEWAY).is_empty());
-        let labelled = "apiVersion: v1\nkind: Pod\nmetadata: {name: squid, namespace: proxy, uid: u-sq, labels: {tollgate.dev/egress-gateway: 'true'}}\nstatus: {phase: Running}\n";
-        assert!(with_code(&run(&format!("{yaml}{labelled}"), &["10.244.0.0/16"]), NO_GATEWAY).is_empty());
+        let labelled = "apiVersion: v1\nkind: Pod\nmetadata: {name: squid, namespace: proxy, uid: u-sq, labels: {tollgate.dev/egress-gateway: 'true'}}\nstatus: {phase: Running, podIP: 10.244.0.40}\n---\n";
+        let proxy_trusted = "apiVersion: v1\nkind: Namespace\nmetadata: {name: proxy, labels: {tollgate.dev/trusted: 'true'}}\n";
+        assert!(with_code(&run(&format!("{yaml}{labelled}{proxy_trusted}"), &["10.244.0.0/16"]), NO_GATEWAY).is_empty());
+        assert!(!with_code(&run(&format!("{yaml}{labelled}"), &["10.244.0.0/16"]), NO_GATEWAY).is_empty(), "untrusted namespace: no gateway");
     }
 }

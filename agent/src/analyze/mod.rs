@@ -1,10 +1,12 @@
 //! `tollgate analyze`: configuration that enforcement cannot make safe on
 //! its own, or that does not do what it seems to.
 //!
-//! [`analyze`] is pure: a [`Snapshot`], the [`DesiredState`] compiled from
-//! it and the [`CompilerConfig`] in, a sorted [`Report`] out. The offline
-//! command (`--manifests`) and the agent (which writes `analysis.json`)
-//! call it the same way. One file per family of checks:
+//! [`analyze`] is pure: a [`Snapshot`], the [`Policy`] compiled from it
+//! and the [`CompilerConfig`] in, a sorted [`Report`] out. It reads the
+//! compiler's own conclusions (modes, gateway pods, ignored objects,
+//! diagnostics) rather than deriving them again. The offline command
+//! (`--manifests`) and the agent (which writes `analysis.json`) call it
+//! the same way. One file per family of checks:
 //!
 //! - [`namespaces`]: checks `bad-namespace-label` and `audit-mode`;
 //! - [`gateways`]: checks `gateway-clients-not-enforced`, `no-gateway` and
@@ -13,10 +15,14 @@
 //! - [`selects_nothing`]: checks `policy-selects-nothing`;
 //! - [`external`]: checks `policy-allows-external` and `no-cluster-cidr`;
 //! - [`mesh_internal`]: checks `wide-mesh-internal`;
+//! - [`ignored`]: reports what the trust rules set aside as
+//!   `ignored-untrusted` (and other objects that grant nothing as
+//!   `ignored-object`);
 //! - [`diagnostics`]: reports the compiler's diagnostics as `invalid-object`.
 pub mod diagnostics;
 pub mod external;
 pub mod gateways;
+pub mod ignored;
 pub mod mesh_internal;
 pub mod namespaces;
 pub mod nets;
@@ -31,11 +37,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
-use crate::compiler::gateways::gateway_pods;
-use crate::compiler::mode::{mode_from_label, EGRESS_LABEL};
-use crate::compiler::objects::{is_finished, labels, name, namespace, PodKey};
-use crate::compiler::CompilerConfig;
-use crate::desired::{DesiredState, Mode};
+use crate::compiler::objects::{is_finished, namespace, PodKey};
+use crate::compiler::{CompilerConfig, Policy};
+use crate::desired::Mode;
 use crate::model::Snapshot;
 
 /// The stable finding codes.
@@ -52,6 +56,12 @@ pub mod codes {
     pub const NO_CLUSTER_CIDR: &str = "no-cluster-cidr";
     pub const AUDIT_MODE: &str = "audit-mode";
     pub const INVALID_OBJECT: &str = "invalid-object";
+    /// An object (or part) of a namespace that is not trusted, which the
+    /// trust rules set aside.
+    pub const IGNORED_UNTRUSTED: &str = "ignored-untrusted";
+    /// Another object that grants nothing (a gateway pod without an
+    /// address, a MeshConfig another one overrides, ...).
+    pub const IGNORED_OBJECT: &str = "ignored-object";
 }
 
 /// How serious a finding is. Ordered most serious first.
@@ -84,6 +94,10 @@ pub struct Finding {
     /// The field at fault, when there is one.
     #[serde(default)]
     pub field: Option<String>,
+    /// For `ignored-*` findings: the compiler's rule that set the object
+    /// aside (e.g. `untrusted-gateway-pod`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// One sentence: what is risky and what to do.
     pub message: String,
 }
@@ -101,6 +115,7 @@ impl Finding {
             code: code.to_owned(),
             object: object.into(),
             field: field.map(str::to_owned),
+            rule: None,
             message: message.into(),
         }
     }
@@ -130,39 +145,32 @@ impl Report {
     }
 }
 
-/// What every check reads: the input plus a few facts computed once.
+/// What every check reads: the input, the compiled policy and a few
+/// facts computed once.
 pub(crate) struct Input<'a> {
     pub snapshot: &'a Snapshot,
-    pub desired: &'a DesiredState,
+    pub policy: &'a Policy,
     pub config: &'a CompilerConfig,
     /// Mode of each labelled namespace (unknown values enforce); the
     /// others are off.
-    pub modes: BTreeMap<String, Mode>,
+    pub modes: &'a BTreeMap<String, Mode>,
     /// Pods that are not finished, in snapshot order.
     pub running: Vec<&'a Pod>,
-    /// Gateway pods (Istio-selected or labelled), as the compiler sees them.
-    pub gateway_pods: BTreeSet<PodKey>,
+    /// The same by namespace.
+    running_by_namespace: BTreeMap<&'a str, Vec<&'a Pod>>,
+    /// Gateway pods (trusted namespaces, Istio-selected or labelled), as
+    /// the compiler found them.
+    pub gateway_pods: &'a BTreeSet<PodKey>,
 }
 
 impl<'a> Input<'a> {
-    fn new(snapshot: &'a Snapshot, desired: &'a DesiredState, config: &'a CompilerConfig) -> Self {
-        let modes = snapshot
-            .namespaces
-            .iter()
-            .filter_map(|ns| {
-                let value = labels(&ns.metadata).get(EGRESS_LABEL).map(String::as_str);
-                let mode = mode_from_label(value).unwrap_or_else(|fail_closed| fail_closed);
-                (mode != Mode::Off).then(|| (name(&ns.metadata).to_owned(), mode))
-            })
-            .collect();
-        Self {
-            snapshot,
-            desired,
-            config,
-            modes,
-            running: snapshot.pods.iter().filter(|p| !is_finished(p)).collect(),
-            gateway_pods: gateway_pods(snapshot),
+    fn new(snapshot: &'a Snapshot, policy: &'a Policy, config: &'a CompilerConfig) -> Self {
+        let running: Vec<&'a Pod> = snapshot.pods.iter().filter(|p| !is_finished(p)).collect();
+        let mut running_by_namespace: BTreeMap<&'a str, Vec<&'a Pod>> = BTreeMap::new();
+        for pod in &running {
+            running_by_namespace.entry(namespace(&pod.metadata)).or_default().push(pod);
         }
+        Self { snapshot, policy, config, modes: &policy.modes, running, running_by_namespace, gateway_pods: &policy.gateway_pods }
     }
 
     /// The mode of `namespace` (off when unlabelled).
@@ -172,7 +180,7 @@ impl<'a> Input<'a> {
 
     /// Running pods of `ns`.
     pub fn running_in<'s>(&'s self, ns: &'s str) -> impl Iterator<Item = &'a Pod> + 's {
-        self.running.iter().copied().filter(move |p| namespace(&p.metadata) == ns)
+        self.running_by_namespace.get(ns).into_iter().flatten().copied()
     }
 
     /// Namespaces whose mode is `enforce` or `audit`, sorted.
@@ -181,12 +189,13 @@ impl<'a> Input<'a> {
     }
 }
 
-/// Analyze the configuration. Pure: no I/O. `desired` is
+/// Analyze the configuration. Pure: no I/O. `policy` is
 /// `compiler::compile(snapshot, config)`; its diagnostics are reported as
 /// `invalid-object` findings, except those a more specific check already
-/// reports for the same object and field.
-pub fn analyze(snapshot: &Snapshot, desired: &DesiredState, config: &CompilerConfig) -> Report {
-    let input = Input::new(snapshot, desired, config);
+/// reports for the same object and field, and its ignored objects as
+/// `ignored-untrusted` or `ignored-object`.
+pub fn analyze(snapshot: &Snapshot, policy: &Policy, config: &CompilerConfig) -> Report {
+    let input = Input::new(snapshot, policy, config);
     let mut findings = Vec::new();
     namespaces::check(&input, &mut findings);
     gateways::check(&input, &mut findings);
@@ -194,6 +203,7 @@ pub fn analyze(snapshot: &Snapshot, desired: &DesiredState, config: &CompilerCon
     selects_nothing::check(&input, &mut findings);
     external::check(&input, &mut findings);
     mesh_internal::check(&input, &mut findings);
+    ignored::check(&input, &mut findings);
     diagnostics::check(&input, &mut findings);
     let mut report = Report { findings };
     report.sort();

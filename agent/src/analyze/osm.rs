@@ -1,5 +1,5 @@
 //! Open Service Mesh switches, as the compiler chose the `MeshConfig`
-//! (`desired.explain.osm`):
+//! (`policy.explain.osm`):
 //! - `osm-egress-passthrough` (warning): `spec.traffic.enableEgress: true`
 //!   while namespaces are enforced or audited: the OSM sidecar would let
 //!   their pods out directly, Tollgate drops that;
@@ -14,7 +14,7 @@ use super::codes::{OSM_EGRESS_PASSTHROUGH, OSM_EGRESS_POLICY_DISABLED};
 use super::{namespace_list, Finding, FindingSeverity, Input};
 
 pub(crate) fn check(input: &Input<'_>, out: &mut Vec<Finding>) {
-    let osm = input.desired.explain.osm.as_ref();
+    let osm = input.policy.explain.osm.as_ref();
     let policed = input.policed_namespaces();
     if let Some(mc) = osm.filter(|mc| mc.enable_egress && !policed.is_empty()) {
         out.push(Finding::new(
@@ -33,7 +33,7 @@ pub(crate) fn check(input: &Input<'_>, out: &mut Vec<Finding>) {
     }
     let why = match osm {
         Some(mc) => format!("MeshConfig {} does not set spec.featureFlags.enableEgressPolicy: true", mc.mesh_config),
-        None => format!("there is no OSM MeshConfig {DEFAULT_CONTROL_PLANE_NAMESPACE}/{MESH_CONFIG_NAME}"),
+        None => format!("there is no OSM MeshConfig {MESH_CONFIG_NAME} in a trusted namespace (default {DEFAULT_CONTROL_PLANE_NAMESPACE})"),
     };
     for egress in &input.snapshot.egresses {
         out.push(Finding::new(

@@ -34,8 +34,8 @@ pub fn run(yaml: &str, cidrs: &[&str]) -> Report {
         cluster_cidrs: cidrs.iter().map(|c| c.parse().expect("test cidr")).collect(),
         ..Default::default()
     };
-    let desired = compile(&snap, &config);
-    analyze(&snap, &desired, &config)
+    let policy = compile(&snap, &config);
+    analyze(&snap, &policy, &config)
 }
 
 /// The findings with `code`.

@@ -1,7 +1,8 @@
 //! `tollgate analyze`: risky or ineffective configuration.
 //!
-//! - `--manifests DIR [--cluster-cidr CIDR]...`: offline, analyzes the
-//!   folder (every pod, as if one node ran them all);
+//! - `--manifests DIR [--cluster-cidr CIDR]... [--trusted-namespace NS]...
+//!   [--osm-namespace NS]`: offline, analyzes the folder (every pod, as if
+//!   one node ran them all);
 //! - without `--manifests`: prints the findings the running agent wrote to
 //!   `<state-dir>/analysis.json`.
 //!
@@ -23,10 +24,49 @@ use crate::{
 
 /// Where the findings come from.
 pub enum Source {
-    /// Analyze this folder of manifests with these cluster CIDRs (as typed).
-    Manifests { dir: PathBuf, cluster_cidrs: Vec<String> },
+    /// Analyze this folder of manifests with these cluster CIDRs (as typed)
+    /// and trust flags.
+    Manifests { dir: PathBuf, cluster_cidrs: Vec<String>, trust: Trust },
     /// Read the running agent's analysis file from its state folder.
     Agent { state_dir: PathBuf },
+}
+
+/// `--trusted-namespace NS`... and `--osm-namespace NS` as given (empty
+/// and `None`: the defaults).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    pub trusted_namespaces: Vec<String>,
+    pub osm_namespace: Option<String>,
+}
+
+impl Trust {
+    /// Check the names (a namespace name is a DNS label); bad ones are
+    /// input errors naming the flag.
+    pub fn check(&self, command: &str) -> Result<(), CliError> {
+        let flags = self
+            .trusted_namespaces
+            .iter()
+            .map(|n| ("--trusted-namespace", n))
+            .chain(self.osm_namespace.iter().map(|n| ("--osm-namespace", n)));
+        for (flag, name) in flags {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !ok {
+                return Err(CliError::Input(format!(
+                    "{command}: flag {flag}: {name:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `config` with these flags applied.
+    pub fn apply(&self, config: CompilerConfig) -> CompilerConfig {
+        config.with_trust(self.trusted_namespaces.clone(), self.osm_namespace.clone())
+    }
 }
 
 /// Parse `--cluster-cidr` values (bad ones are input errors, exit 1).
@@ -44,16 +84,16 @@ pub fn parse_cidrs(values: &[String]) -> Result<Vec<IpNet>, CliError> {
 /// Load `dir`, compile it for every node and analyze it. Loading problems
 /// join the compiler's diagnostics (reported as `invalid-object`), as the
 /// agent does.
-pub fn analyze_dir(dir: &Path, cluster_cidrs: Vec<IpNet>) -> Result<Report, CliError> {
+pub fn analyze_dir(dir: &Path, cluster_cidrs: Vec<IpNet>, trust: &Trust) -> Result<Report, CliError> {
     let (snapshot, mut diags) =
         files::load_dir(dir).map_err(|e| CliError::Input(format!("analyze: flag --manifests: {e}")))?;
-    let config = CompilerConfig { node_name: None, cluster_cidrs, ..Default::default() };
-    let mut desired = compiler::compile(&snapshot, &config);
-    diags.append(&mut desired.diagnostics);
+    let config = trust.apply(CompilerConfig { node_name: None, cluster_cidrs, ..Default::default() });
+    let mut policy = compiler::compile(&snapshot, &config);
+    diags.append(&mut policy.diagnostics);
     diags.sort();
     diags.dedup();
-    desired.diagnostics = diags;
-    Ok(analyze::analyze(&snapshot, &desired, &config))
+    policy.diagnostics = diags;
+    Ok(analyze::analyze(&snapshot, &policy, &config))
 }
 
 /// The agent's last analysis; missing or unreadable is exit 2.
@@ -73,8 +113,8 @@ pub fn read_agent_report(state_dir: &Path) -> Result<Report, CliError> {
     })
 }
 
-/// One line per finding: `severity code object[ field]: message` (line
-/// breaks inside a text become spaces), then the counts.
+/// One line per finding: `severity code object[ field][ (rule r)]:
+/// message` (line breaks inside a text become spaces), then the counts.
 pub fn render_text(report: &Report) -> String {
     let one_line = |s: &str| s.replace(['\r', '\n'], " ");
     let mut out = String::new();
@@ -87,6 +127,11 @@ pub fn render_text(report: &Report) -> String {
         if let Some(field) = &f.field {
             out.push(' ');
             out.push_str(&one_line(field));
+        }
+        if let Some(rule) = &f.rule {
+            out.push_str(" (rule ");
+            out.push_str(&one_line(rule));
+            out.push(')');
         }
         out.push_str(": ");
         out.push_str(&one_line(&f.message));
@@ -103,13 +148,23 @@ pub fn render_text(report: &Report) -> String {
 }
 
 impl Source {
-    /// The source the flags ask for: `--cluster-cidr` only goes with
-    /// `--manifests` (the agent analyzes with its own).
-    pub fn from_flags(manifests: Option<PathBuf>, cluster_cidrs: Vec<String>, state_dir: PathBuf) -> Result<Self, CliError> {
+    /// The source the flags ask for: `--cluster-cidr`, `--trusted-namespace`
+    /// and `--osm-namespace` only go with `--manifests` (the agent analyzes
+    /// with its own).
+    pub fn from_flags(
+        manifests: Option<PathBuf>,
+        cluster_cidrs: Vec<String>,
+        trust: Trust,
+        state_dir: PathBuf,
+    ) -> Result<Self, CliError> {
+        trust.check("analyze")?;
         match manifests {
-            Some(dir) => Ok(Source::Manifests { dir, cluster_cidrs }),
+            Some(dir) => Ok(Source::Manifests { dir, cluster_cidrs, trust }),
             None if !cluster_cidrs.is_empty() => Err(CliError::Input(
                 "analyze: flag --cluster-cidr: only with --manifests (the running agent analyzes with its own cluster CIDRs)".into(),
+            )),
+            None if trust != Trust::default() => Err(CliError::Input(
+                "analyze: flags --trusted-namespace/--osm-namespace: only with --manifests (the running agent analyzes with its own)".into(),
             )),
             None => Ok(Source::Agent { state_dir }),
         }
@@ -118,7 +173,7 @@ impl Source {
 
 pub fn run(source: Source, format: OutputFormat) -> Result<(), CliError> {
     let report = match source {
-        Source::Manifests { dir, cluster_cidrs } => analyze_dir(&dir, parse_cidrs(&cluster_cidrs)?)?,
+        Source::Manifests { dir, cluster_cidrs, trust } => analyze_dir(&dir, parse_cidrs(&cluster_cidrs)?, &trust)?,
         Source::Agent { state_dir } => read_agent_report(&state_dir)?,
     };
     let text = match format {
@@ -155,6 +210,9 @@ mod tests {
         );
         let multiline = Report { findings: vec![Finding::new(FindingSeverity::Error, "c", "o", None, "a\nb")] };
         assert!(render_text(&multiline).starts_with("error c o: a b\n"));
+        let mut ignored = Finding::new(FindingSeverity::Warning, "ignored-untrusted", "Pod t/p", None, "m");
+        ignored.rule = Some("untrusted-gateway-pod".into());
+        assert!(render_text(&Report { findings: vec![ignored] }).starts_with("warning ignored-untrusted Pod t/p (rule untrusted-gateway-pod): m\n"));
     }
 
     #[test]
@@ -163,18 +221,23 @@ mod tests {
         assert_eq!(parse_cidrs(&["10.1.2.3/8".into()]).ok(), Some(vec!["10.0.0.0/8".parse().expect("net")]));
         let tmp = tempfile::tempdir().expect("tempdir");
         assert_eq!(read_agent_report(tmp.path()).err().map(|e| e.exit_code()), Some(2));
-        assert_eq!(analyze_dir(&tmp.path().join("missing"), Vec::new()).err().map(|e| e.exit_code()), Some(1));
+        assert_eq!(analyze_dir(&tmp.path().join("missing"), Vec::new(), &Trust::default()).err().map(|e| e.exit_code()), Some(1));
         std::fs::write(tmp.path().join(ANALYSIS_FILE), "{\"findings\": []}").expect("write");
         assert_eq!(read_agent_report(tmp.path()).ok(), Some(Report::default()));
-        let flags = Source::from_flags(None, vec!["10.0.0.0/8".into()], tmp.path().into());
+        let flags = Source::from_flags(None, vec!["10.0.0.0/8".into()], Trust::default(), tmp.path().into());
         assert_eq!(flags.err().map(|e| e.exit_code()), Some(1));
+        let trust = Trust { trusted_namespaces: vec!["gw".into()], osm_namespace: None };
+        assert_eq!(Source::from_flags(None, Vec::new(), trust, tmp.path().into()).err().map(|e| e.exit_code()), Some(1));
+        let bad = Trust { trusted_namespaces: vec!["Bad_NS".into()], osm_namespace: None };
+        let err = Source::from_flags(Some(tmp.path().into()), Vec::new(), bad, tmp.path().into()).err();
+        assert!(matches!(&err, Some(CliError::Input(m)) if m.contains("--trusted-namespace")), "{err:?}");
     }
 
     #[test]
     fn offline_analysis_reports_load_errors() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join("bad.yaml"), "a: [").expect("write");
-        let report = analyze_dir(tmp.path(), Vec::new()).expect("folder reads");
+        let report = analyze_dir(tmp.path(), Vec::new(), &Trust::default()).expect("folder reads");
         assert!(report.findings.iter().any(|f| f.code == "invalid-object" && f.message.contains("bad.yaml")), "{report:#?}");
     }
 }

@@ -13,6 +13,7 @@ use aya::Ebpf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::analyze::Trust;
 use super::verify_detail::{self, Asked};
 use super::{CliError, OutputFormat};
 use crate::{
@@ -76,7 +77,7 @@ pub enum Source {
     Pinned { bpffs: PathBuf, state_dir: PathBuf },
     /// A private load filled from a manifests folder; host names in mesh
     /// objects are resolved through the nameservers of `resolv_conf`.
-    Manifests { dir: PathBuf, cluster_cidrs: Vec<IpNet>, resolv_conf: PathBuf },
+    Manifests { dir: PathBuf, cluster_cidrs: Vec<IpNet>, resolv_conf: PathBuf, trust: Trust },
 }
 
 /// The loaded program and what is needed to phrase questions to it.
@@ -148,20 +149,26 @@ impl Verifier {
                 let explain = state::read_explain(&state_dir).unwrap_or_default();
                 Ok(Self { ebpf, workloads, pods, explain, _maps: maps })
             }
-            Source::Manifests { dir, cluster_cidrs, resolv_conf } => {
+            Source::Manifests { dir, cluster_cidrs, resolv_conf, trust } => {
+                trust.check("verify")?;
                 let (snapshot, diags) = files::load_dir(&dir)
                     .map_err(|e| CliError::Input(format!("manifests folder {}: {e}", dir.display())))?;
                 for d in &diags {
                     eprintln!("warning: {d}");
                 }
-                let mut config = CompilerConfig { node_name: None, cluster_cidrs, ..Default::default() };
-                let mut desired = compiler::compile(&snapshot, &config);
-                if !desired.hosts.is_empty() {
-                    config.resolved_hosts = hosts::resolve_once(&desired.hosts, &resolv_conf);
-                    desired = compiler::compile(&snapshot, &config);
-                }
+                let config = trust.apply(CompilerConfig { node_name: None, cluster_cidrs, ..Default::default() });
+                let policy = compiler::compile(&snapshot, &config);
+                let resolved = if policy.hosts.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    hosts::resolve_once(&policy.hosts, &resolv_conf)
+                };
+                let desired = compiler::bind(&policy, &resolved);
                 for d in &desired.diagnostics {
                     eprintln!("{}: {d}", if d.severity == crate::desired::Severity::Error { "error" } else { "warning" });
+                }
+                for i in &desired.ignored {
+                    eprintln!("note: {i}");
                 }
                 // Beside the agent's folder, in its nearest existing
                 // ancestor, so that nothing is left behind.

@@ -4,7 +4,7 @@
 //! ([`Explain`]).
 use std::net::IpAddr;
 
-use crate::explain::{Explain, WorkloadExplain};
+use crate::explain::{Explain, ServiceExplain, WorkloadExplain};
 
 /// What the kernel answered, and what was asked.
 pub struct Asked<'a> {
@@ -78,7 +78,7 @@ pub fn explain(e: &Explain, a: &Asked<'_>) -> Detail {
         "not-enforced" => format!(
             "{from} is not enforced: its namespace has no tollgate.dev/egress label"
         ),
-        "gateway-pod" => format!("{from} is an egress gateway pod and is never enforced"),
+        "gateway-pod" => format!("{from} is an egress gateway pod in a namespace that is not enforced"),
         "loopback" => "loopback traffic never leaves the pod".to_owned(),
         "malformed" => "the packet could not be parsed and is denied".to_owned(),
         "no-rule" => no_rule(e, w, a, &what, &gateways, &service_entries),
@@ -117,6 +117,9 @@ fn no_rule(
     service_entries: &[String],
 ) -> String {
     let from = a.from;
+    if let Some(service) = service_denial(e, w, a) {
+        return service;
+    }
     if !service_entries.is_empty() {
         return format!(
             "{} is an external ServiceEntry host ({}): {from} may reach it only through the egress gateway ({gateways})",
@@ -159,6 +162,58 @@ fn no_rule(
         ));
     }
     d
+}
+
+/// When the destination is a Service address and port: which endpoint
+/// behind it the pod may not reach (or that it has none).
+fn service_denial(e: &Explain, w: Option<&WorkloadExplain>, a: &Asked<'_>) -> Option<String> {
+    let policy = w.map_or(0, |w| w.policy);
+    let from = a.from;
+    let frontends: Vec<&ServiceExplain> = e.services_at(a.dst, a.proto, a.port).collect();
+    if let Some(refused) = e.services.iter().find(|s| s.address == a.dst && s.refused.is_some()) {
+        return Some(format!(
+            "{} is a Service address that Tollgate denies on every port: {}",
+            a.dst,
+            refused.refused.as_deref().unwrap_or_default()
+        ));
+    }
+    let first = frontends.first()?;
+    let services = frontends.iter().flat_map(|f| f.services.iter()).cloned().collect::<Vec<_>>().join(", ");
+    let at = format!("{} {}", a.destination, a.proto_name);
+    if frontends.iter().all(|f| f.endpoint_count == 0) {
+        return Some(format!(
+            "Service {services} {at} has no endpoints, so it is denied (a Service is allowed only when every endpoint behind it is, and one with none forwards nowhere)"
+        ));
+    }
+    let denied = frontends.iter().flat_map(|f| f.endpoints.iter()).find(|ep| match ep.port {
+        None => true,
+        Some(port) => !e.allows(policy, ep.address, a.proto, port),
+    });
+    Some(match denied {
+        Some(ep) => match ep.port {
+            Some(port) => format!(
+                "Service {services} {at} forwards to {} ({}), which Pod {from} may not reach; a Service is allowed only when every endpoint behind it is",
+                socket(ep.address, port),
+                ep.via
+            ),
+            None => format!(
+                "Service {services} {at} forwards to {} ({}) on a port its EndpointSlice does not give, so it is denied",
+                ep.address, ep.via
+            ),
+        },
+        None => format!(
+            "Service {services} {at} forwards to {} endpoints, one of which Pod {from} may not reach (of the first {} listed, none is named here); a Service is allowed only when every endpoint behind it is",
+            first.endpoint_count,
+            first.endpoints.len()
+        ),
+    })
+}
+
+fn socket(ip: std::net::IpAddr, port: u16) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("{a}:{port}"),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
 }
 
 fn mode_clause(w: &WorkloadExplain, mode: &str) -> String {

@@ -1,6 +1,6 @@
 //! Host names in mesh objects (OSM `Egress` hosts, ServiceEntry endpoint
-//! names): checked here, resolved by the runtime, and turned into
-//! addresses from the answers passed in [`super::CompilerConfig`].
+//! names): checked here, kept symbolic in the [`super::Policy`], resolved
+//! by the runtime, and turned into addresses by [`super::bind`].
 use std::net::IpAddr;
 
 use super::Ctx;
@@ -47,15 +47,9 @@ pub fn parse_host(text: &str) -> Result<Host, String> {
 }
 
 impl Ctx<'_> {
-    /// The addresses of `name` from the runtime's answers (none until it
-    /// has been resolved); records that `name` must be resolved.
-    pub(crate) fn resolve(&mut self, name: &str) -> Vec<IpAddr> {
+    /// Records that `name` must be resolved.
+    pub(crate) fn want_host(&mut self, name: &str) {
         self.hosts.insert(name.to_owned());
-        self.config
-            .resolved_hosts
-            .get(name)
-            .cloned()
-            .unwrap_or_default()
     }
 }
 

@@ -5,9 +5,9 @@ use agent_common::{
     PortRule, PROTO_TCP, PROTO_UDP, REASON_CLUSTER_INTERNAL,
 };
 
-use super::tests::{config, mesh, nets, network_policy, np_rules, ns, pod, rules_at, set, workload};
+use super::tests::{compile, config, mesh, nets, network_policy, np_rules, ns, pod, rules_at, set, with_hosts, workload};
 use super::*;
-use crate::desired::Diagnostic;
+use crate::desired::{DesiredState, Diagnostic};
 
 const CLUSTER: &str = "10.244.0.0/16";
 
@@ -530,11 +530,7 @@ fn bad_osm_egress_fields_are_reported_and_the_rest_applies() {
     ];
     let (snap, load_diags) = load(&docs);
     assert!(load_diags.is_empty(), "{load_diags:?}");
-    let mut cfg = config(&[CLUSTER]);
-    cfg.resolved_hosts.insert(
-        "ok.example".into(),
-        vec!["203.0.113.99".parse().expect("ip")],
-    );
+    let cfg = with_hosts(config(&[CLUSTER]), &[("ok.example", &["203.0.113.99"])]);
     let state = compile(&snap, &cfg);
     assert_eq!(
         about(&state, "Egress a/bad"),
@@ -663,4 +659,70 @@ fn host_network_pods_and_init_container_ports_are_not_peers() {
     let p = workload(&state, "a", "p").policy;
     assert_eq!(nets(&state, p), set(&["10.244.0.9/32"]), "the node address 172.18.0.2 is not a peer");
     assert_eq!(rules_at(&state, p, "10.244.0.9/32"), [np_rules(8080, PROTO_TCP), np_rules(15001, PROTO_TCP)]);
+}
+
+/// A policy of namespace `a` selecting every pod, with these egress rules.
+fn typed_policy(name: &str, egress: Vec<k8s_openapi::api::networking::v1::NetworkPolicyEgressRule>) -> k8s_openapi::api::networking::v1::NetworkPolicy {
+    use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+    let mut policy = NetworkPolicy::default();
+    policy.metadata.name = Some(name.into());
+    policy.metadata.namespace = Some("a".into());
+    policy.spec = Some(NetworkPolicySpec {
+        pod_selector: Some(Default::default()),
+        policy_types: Some(vec!["Egress".into()]),
+        egress: Some(egress),
+        ..Default::default()
+    });
+    policy
+}
+
+#[test]
+fn a_huge_policy_fails_closed_with_a_report_naming_the_field() {
+    use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer};
+    // ipBlock 10.0.0.0/8 with 100,000 except entries (10.x.y.z/32).
+    let except: Vec<String> = (0..100_000u32).map(|i| format!("10.{}.{}.{}/32", (i >> 16) & 255, (i >> 8) & 255, i & 255)).collect();
+    let block = NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr: "10.0.0.0/8".into(), except: Some(except) }),
+        ..Default::default()
+    };
+    let rule = NetworkPolicyEgressRule { to: Some(vec![block]), ports: None };
+    let mut snap = super::tests::snapshot(&[ns("a", Some("enforce")), pod("a", "p", "node-1", "10.244.0.1", "app: p")]);
+    snap.network_policies.push(typed_policy("huge", vec![rule]));
+    let state = compile(&snap, &config(&[CLUSTER]));
+    let found = about(&state, "NetworkPolicy a/huge");
+    assert_eq!(found, [(Severity::Error, "spec.egress[0].to[0].ipBlock.except")], "one report, not one per entry");
+    let d = state.diagnostics.iter().find(|d| d.object == "NetworkPolicy a/huge").expect("reported");
+    assert!(d.message.contains("100000 except entries, more than the limit of 1024"), "{}", d.message);
+    assert!(d.message.contains("allows nothing and still isolates"), "{}", d.message);
+    let id = workload(&state, "a", "p").policy;
+    assert!(state.policies[&id].is_empty(), "isolated and allowed nothing (fail closed)");
+    assert_eq!(state.explain.workloads["a/p"].sources.network_policies, ["a/huge"]);
+
+    // 100,000 peers in one rule: the same.
+    let peers: Vec<NetworkPolicyPeer> = (0..100_000u32)
+        .map(|i| NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: format!("10.{}.{}.{}/32", (i >> 16) & 255, (i >> 8) & 255, i & 255), except: None }),
+            ..Default::default()
+        })
+        .collect();
+    let mut snap = super::tests::snapshot(&[ns("a", Some("enforce")), pod("a", "p", "node-1", "10.244.0.1", "app: p")]);
+    snap.network_policies.push(typed_policy("wide", vec![NetworkPolicyEgressRule { to: Some(peers), ports: None }]));
+    let state = compile(&snap, &config(&[CLUSTER]));
+    assert_eq!(about(&state, "NetworkPolicy a/wide"), [(Severity::Error, "spec.egress[0].to")]);
+    assert!(state.policies[&workload(&state, "a", "p").policy].is_empty());
+}
+
+#[test]
+fn a_policy_at_the_limits_still_compiles() {
+    use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer};
+    let except: Vec<String> = (0..1024u32).map(|i| format!("10.1.{}.{}/32", i / 256, i % 256)).collect();
+    let block = NetworkPolicyPeer { ip_block: Some(IPBlock { cidr: "10.0.0.0/8".into(), except: Some(except) }), ..Default::default() };
+    let mut snap = super::tests::snapshot(&[ns("a", Some("enforce")), pod("a", "p", "node-1", "10.244.0.1", "app: p")]);
+    snap.network_policies.push(typed_policy("big", vec![NetworkPolicyEgressRule { to: Some(vec![block]), ports: None }]));
+    let state = compile(&snap, &config(&[CLUSTER]));
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let id = workload(&state, "a", "p").policy;
+    assert_eq!(state.policies[&id].len(), 1025);
+    assert!(rules_at(&state, id, "10.1.3.255/32").is_empty());
+    assert_eq!(rules_at(&state, id, "10.0.0.0/8"), [PortRule::any(agent_common::REASON_NETWORK_POLICY)]);
 }

@@ -5,9 +5,10 @@ use std::net::IpAddr;
 
 use agent_common::{PortRule, PROTO_TCP, REASON_CLUSTER_INTERNAL};
 
-use super::tests::{config, mesh, nets, network_policy, np_rules, ns, pod, rules_at, set, snapshot, workload};
+use super::tests::{compile, config, mesh, nets, network_policy, np_rules, ns, pod, rules_at, set, snapshot, with_hosts, workload};
 use super::*;
 use crate::model::istio::ISTIO_API_VERSIONS;
+use crate::desired::DesiredState;
 use crate::model::osm::MESH_CONFIG_API_VERSIONS;
 
 const CLUSTER: &str = "10.244.0.0/16";
@@ -71,22 +72,7 @@ fn why<'a>(state: &'a DesiredState, key: &str) -> &'a crate::explain::WorkloadEx
         .unwrap_or_else(|| panic!("no explanation for {key}"))
 }
 
-/// The (object, field) pairs of the diagnostics.
-fn reported(state: &DesiredState) -> Vec<(&str, &str)> {
-    state
-        .diagnostics
-        .iter()
-        .map(|d| (d.object.as_str(), d.field.as_str()))
-        .collect()
-}
 
-fn with_hosts(mut cfg: CompilerConfig, hosts: &[(&str, &[&str])]) -> CompilerConfig {
-    for (name, ips) in hosts {
-        cfg.resolved_hosts
-            .insert(name.to_string(), ips.iter().map(|i| ip(i)).collect());
-    }
-    cfg
-}
 
 const HTTPBIN_EGRESS: &str = "  sources: [{kind: ServiceAccount, name: curl, namespace: curl}]\n  hosts: [HTTPBin.org., unresolved.example]\n  ipAddresses: [198.51.100.0/24, 2001:db8::5]\n  ports: [{number: 80, protocol: http}, {number: 443, protocol: https}]\n";
 
@@ -254,23 +240,26 @@ fn mesh_config_is_read_in_every_osm_api_version() {
 }
 
 #[test]
-fn the_mesh_config_in_osm_system_wins_over_others() {
+fn the_mesh_config_in_the_osm_namespace_wins_over_other_trusted_ones() {
     let mut docs = osm_docs();
-    docs.push(mesh_config(
-        "config.openservicemesh.io/v1alpha3",
-        "aaa",
-        "osm-mesh-config",
-        false,
-    ));
+    docs.push(mesh_config("config.openservicemesh.io/v1alpha3", "aaa", "osm-mesh-config", false));
+    docs.push("apiVersion: v1\nkind: Namespace\nmetadata: {name: aaa, labels: {tollgate.dev/trusted: 'true'}}\n".to_owned());
     docs.push(osm_on());
     let state = compile(&snapshot(&docs), &config(&[CLUSTER]));
-    assert_eq!(
-        reported(&state),
-        [("MeshConfig aaa/osm-mesh-config", "metadata.namespace")]
-    );
-    assert_eq!(state.diagnostics[0].severity, Severity::Warning);
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let ignored: Vec<(&str, &str)> = state.ignored.iter().map(|i| (i.object.as_str(), i.rule.as_str())).collect();
+    assert_eq!(ignored, [("MeshConfig aaa/osm-mesh-config", "superseded-mesh-config")]);
     let c = workload(&state, "curl", "c").policy;
     assert!(nets(&state, c).contains("192.0.2.0/25"));
+
+    // --osm-namespace aaa: that one wins, and it has egress policy off.
+    let cfg = CompilerConfig { osm_namespace: "aaa".into(), ..config(&[CLUSTER]) };
+    let state = compile(&snapshot(&docs), &cfg);
+    let ignored: Vec<(&str, &str)> = state.ignored.iter().map(|i| (i.object.as_str(), i.rule.as_str())).collect();
+    assert_eq!(ignored, [("MeshConfig osm-system/osm-mesh-config", "superseded-mesh-config")]);
+    let c = workload(&state, "curl", "c").policy;
+    assert!(!nets(&state, c).contains("192.0.2.0/25"));
+    assert_eq!(state.explain.osm.as_ref().map(|o| o.mesh_config.as_str()), Some("aaa/osm-mesh-config"));
 }
 
 #[test]
@@ -320,6 +309,7 @@ fn mesh_internal_service_entries_join_the_cluster_internal_rule() {
     for api in ISTIO_API_VERSIONS {
         let docs = vec![
             ns("shop", Some("enforce")),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: vms, labels: {tollgate.dev/trusted: 'true'}}\n".to_owned(),
             pod("shop", "plain", "node-1", "10.244.0.1", "app: plain"),
             pod("shop", "restricted", "node-1", "10.244.0.2", "app: restricted"),
             network_policy(
@@ -551,19 +541,23 @@ fn mesh_internal_entries_count_only_in_the_namespaces_they_are_exported_to() {
             &format!("  hosts: [{name}.vms.internal]\n  location: MESH_INTERNAL\n  addresses: [{addr}]\n{export}"),
         )
     };
-    let docs = vec![
-        ns("shop", Some("enforce")),
-        ns("vms", Some("enforce")),
-        pod("shop", "a", "node-1", "10.244.0.1", "app: a"),
-        pod("vms", "b", "node-1", "10.244.0.2", "app: b"),
-        entry("everyone", "", "192.168.1.1"),
-        entry("star", "  exportTo: ['*']\n", "192.168.2.2"),
-        entry("own", "  exportTo: ['.']\n", "192.168.3.3"),
-        entry("shop-only", "  exportTo: [shop]\n", "192.168.4.4"),
-        entry("nobody", "  exportTo: ['~']\n", "192.168.5.5"),
-    ];
-    let state = compile(&snapshot(&docs), &config(&[CLUSTER]));
+    let docs = |vms_namespace: String| {
+        vec![
+            ns("shop", Some("enforce")),
+            vms_namespace,
+            pod("shop", "a", "node-1", "10.244.0.1", "app: a"),
+            pod("vms", "b", "node-1", "10.244.0.2", "app: b"),
+            entry("everyone", "", "192.168.1.1"),
+            entry("star", "  exportTo: ['*']\n", "192.168.2.2"),
+            entry("own", "  exportTo: ['.']\n", "192.168.3.3"),
+            entry("shop-only", "  exportTo: [shop]\n", "192.168.4.4"),
+            entry("nobody", "  exportTo: ['~']\n", "192.168.5.5"),
+        ]
+    };
+    let trusted = "apiVersion: v1\nkind: Namespace\nmetadata: {name: vms, labels: {tollgate.dev/egress: enforce, tollgate.dev/trusted: 'true'}}\n";
+    let state = compile(&snapshot(&docs(trusted.to_owned())), &config(&[CLUSTER]));
     assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    assert!(state.ignored.is_empty(), "{:?}", state.ignored);
     let shop = workload(&state, "shop", "a").policy;
     let vms = workload(&state, "vms", "b").policy;
     assert_eq!(
@@ -573,5 +567,22 @@ fn mesh_internal_entries_count_only_in_the_namespaces_they_are_exported_to() {
     assert_eq!(
         nets(&state, vms),
         set(&[CLUSTER, "192.168.1.1/32", "192.168.2.2/32", "192.168.3.3/32"])
+    );
+
+    // The same entries in a namespace that is not trusted: its own pods
+    // only, never further than exportTo says.
+    let state = compile(&snapshot(&docs(ns("vms", Some("enforce")))), &config(&[CLUSTER]));
+    let shop = workload(&state, "shop", "a").policy;
+    let vms = workload(&state, "vms", "b").policy;
+    assert_eq!(nets(&state, shop), set(&[CLUSTER]));
+    assert_eq!(nets(&state, vms), set(&[CLUSTER, "192.168.1.1/32", "192.168.2.2/32", "192.168.3.3/32"]));
+    let ignored: Vec<(&str, &str)> = state.ignored.iter().map(|i| (i.object.as_str(), i.rule.as_str())).collect();
+    assert_eq!(
+        ignored,
+        [
+            ("ServiceEntry vms/everyone", "untrusted-mesh-internal-export"),
+            ("ServiceEntry vms/shop-only", "untrusted-mesh-internal-export"),
+            ("ServiceEntry vms/star", "untrusted-mesh-internal-export"),
+        ]
     );
 }

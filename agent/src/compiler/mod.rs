@@ -1,32 +1,51 @@
-//! The pure policy compiler: a [`Snapshot`] of cluster objects in, the
-//! [`DesiredState`] of the datapath out. No I/O; the same input always
-//! gives the same output, whatever the order of the objects.
+//! The pure policy compiler, in two steps, with no I/O; the same input
+//! always gives the same output, whatever the order of the objects:
 //!
-//! - [`mode`]: enforcement mode per namespace;
+//! - [`compile`]: a [`Snapshot`] of cluster objects to a [`Policy`]: the
+//!   workloads, the global rules, the rules of each group of workloads
+//!   (host names kept symbolic), diagnostics, ignored objects and
+//!   explanations;
+//! - [`bind`]: a [`Policy`] plus the addresses its host names resolved to,
+//!   to the [`crate::desired::DesiredState`] of the datapath. A DNS answer re-runs only
+//!   `bind`, which re-flattens only the groups that use host names.
+//!
+//! The parts:
+//! - [`mode`]: enforcement mode per namespace; [`trust`]: who may widen
+//!   egress ([`ignored`]: what the trust rules set aside);
 //! - [`gateways`], [`dns`]: the global policy (rules 1 and 2);
 //! - [`workloads`]: the pods of this node; [`sidecar`]: sidecar detection;
 //! - [`rules`]: per-workload rules ([`network_policy`] (rule 3) or the
 //!   cluster CIDRs and `MESH_INTERNAL` [`service_entries`] (rule 4), plus
 //!   [`osm_egress`] (rule 5), with [`hosts`] resolved by the runtime);
+//! - [`services`], [`service_judge`]: Services allowed only when every
+//!   endpoint behind them is;
+//! - [`limits`]: per-object size limits (fail closed);
 //! - [`registry_only`]: Istio `Sidecar`s that restrict the proxy;
 //! - [`trie`]: flattening into longest-prefix entries;
 //! - [`policy_ids`]: stable content-derived policy ids.
+pub mod bind;
 pub mod dns;
 pub mod gateways;
 pub mod hosts;
+pub mod ignored;
 pub mod ips;
+pub mod limits;
 pub mod mode;
 pub mod network_policy;
-pub mod np_services;
 pub mod objects;
 pub mod osm_egress;
+pub mod policy;
 pub mod policy_ids;
 pub mod registry_only;
 pub mod rules;
 pub mod selectors;
 pub mod service_entries;
+pub mod service_judge;
+pub mod services;
 pub mod sidecar;
+pub mod synthetic;
 pub mod trie;
+pub mod trust;
 pub mod workloads;
 
 #[cfg(test)]
@@ -35,45 +54,102 @@ mod tests;
 mod mesh_tests;
 #[cfg(test)]
 mod input_tests;
+#[cfg(test)]
+mod trust_tests;
+#[cfg(test)]
+mod service_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
-use agent_common::POLICY_GLOBAL;
-use ipnet::IpNet;
 use tracing::debug;
 
-use crate::desired::{AllowRule, DesiredState, Diagnostic, Mode, Severity, TrieEntry};
+pub use bind::bind;
+pub use policy::{Destination, Policy, PolicyRule, Prepared, RuleGroup};
+pub use trust::{DEFAULT_TRUSTED_NAMESPACES, TRUSTED_LABEL};
+
+use crate::desired::{Diagnostic, Ignored, Mode, Severity};
 use crate::explain::{Explain, ExplainRule, PolicySources, WorkloadExplain};
 use crate::model::{ObjectRef, Snapshot};
 
+use service_judge::Lookup;
+
 /// How to compile: which node's pods, which ranges are "inside the
-/// cluster" (pod and service CIDRs), and what the host names of mesh
-/// objects resolved to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// cluster" (pod and service CIDRs), and who may widen egress.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompilerConfig {
     /// Only pods with this `spec.nodeName`; every pod when `None`.
     pub node_name: Option<String>,
     pub cluster_cidrs: Vec<IpNet>,
-    /// Currently valid addresses of the host names in
-    /// [`DesiredState::hosts`] (lower-case names); missing names allow
-    /// nothing yet.
-    pub resolved_hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// Namespaces whose objects may widen egress for other namespaces
+    /// (`--trusted-namespace`), besides those labelled
+    /// `tollgate.dev/trusted: "true"`. Default:
+    /// [`DEFAULT_TRUSTED_NAMESPACES`].
+    pub trusted_namespaces: Vec<String>,
+    /// The OSM control-plane namespace whose `MeshConfig` wins when
+    /// several trusted ones exist (`--osm-namespace`, default `osm-system`).
+    pub osm_namespace: String,
 }
+
+impl Default for CompilerConfig {
+    fn default() -> Self {
+        Self {
+            node_name: None,
+            cluster_cidrs: Vec::new(),
+            trusted_namespaces: DEFAULT_TRUSTED_NAMESPACES.iter().map(|n| (*n).to_owned()).collect(),
+            osm_namespace: crate::model::osm::DEFAULT_CONTROL_PLANE_NAMESPACE.to_owned(),
+        }
+    }
+}
+
+impl CompilerConfig {
+    /// This configuration with the trust flags applied: `--trusted-namespace`
+    /// values replace the default trusted namespaces when any is given;
+    /// `--osm-namespace` replaces `osm-system` when given.
+    pub fn with_trust(mut self, trusted_namespaces: Vec<String>, osm_namespace: Option<String>) -> Self {
+        if !trusted_namespaces.is_empty() {
+            self.trusted_namespaces = trusted_namespaces;
+        }
+        if let Some(ns) = osm_namespace {
+            self.osm_namespace = ns;
+        }
+        self
+    }
+}
+
+use ipnet::IpNet;
 
 /// Name of the global policy in diagnostics.
 pub const GLOBAL_POLICY_OWNER: &str = "global policy (gateways and cluster DNS)";
 
-/// Compilation state: the input and the diagnostics found so far.
+/// Compilation state: the input and what was found so far.
 pub(crate) struct Ctx<'a> {
     pub snapshot: &'a Snapshot,
     pub config: &'a CompilerConfig,
     pub diags: Vec<Diagnostic>,
     /// Host names the rules need resolved.
     pub hosts: BTreeSet<String>,
+    /// Objects the trust rules set aside.
+    pub ignored: Vec<Ignored>,
+    /// The trusted namespaces ([`trust::trusted_namespaces`]).
+    pub trusted: BTreeSet<String>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub fn new(snapshot: &'a Snapshot, config: &'a CompilerConfig) -> Self {
+        Self {
+            snapshot,
+            config,
+            diags: Vec::new(),
+            hosts: BTreeSet::new(),
+            ignored: Vec::new(),
+            trusted: trust::trusted_namespaces(snapshot, &config.trusted_namespaces),
+        }
+    }
+
+    pub fn ignore(&mut self, ignored: Ignored) {
+        self.ignored.push(ignored);
+    }
+
     pub fn report(
         &mut self,
         severity: Severity,
@@ -91,14 +167,10 @@ impl Ctx<'_> {
     }
 }
 
-/// Compile `snapshot` into the desired datapath state.
-pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> DesiredState {
-    let mut ctx = Ctx {
-        snapshot,
-        config,
-        diags: Vec::new(),
-        hosts: BTreeSet::new(),
-    };
+/// Compile `snapshot` into a [`Policy`] (host names kept symbolic; see
+/// [`bind`]).
+pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
+    let mut ctx = Ctx::new(snapshot, config);
     let mut explain = Explain::default();
     let modes = mode::namespace_modes(&mut ctx);
     // Input that does not depend on this node's pods: every NetworkPolicy
@@ -106,86 +178,76 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> DesiredState {
     // here.
     network_policy::check_all(&mut ctx);
     registry_only::check_sidecars(&mut ctx);
-    let gateway_pods = gateways::gateway_pods(snapshot);
-    explain.gateways = gateways::describe_gateways(snapshot, &gateway_pods);
+    let service_list = services::collect(&mut ctx);
+    let mut frontends = services::Frontends::of(&service_list);
+    let gateways = gateways::Gateways::find(&mut ctx, &service_list);
+    drop(service_list);
+    for (service, cluster_ips) in &gateways.services {
+        frontends.exempt(service, cluster_ips);
+    }
+    explain.gateways = gateways.describe(snapshot);
     explain.external_hosts = service_entries::external_hosts(&ctx);
+    explain.services = frontends.explain();
 
-    let mut global = gateways::gateway_rules(&mut ctx, &gateway_pods);
+    let mut global = gateways.rules();
     global.extend(dns::dns_rules(&mut ctx));
-    let mut policies: BTreeMap<u32, Vec<TrieEntry>> = BTreeMap::new();
-    policies.insert(
-        POLICY_GLOBAL,
-        trie::flatten(&global, GLOBAL_POLICY_OWNER, &mut ctx.diags),
-    );
-    explain
-        .policies
-        .insert(POLICY_GLOBAL, global.iter().map(ExplainRule::from).collect());
+    let mut global_map = trie::flatten_map(&global);
+    trie::cap(&mut global_map, GLOBAL_POLICY_OWNER, &mut ctx.diags);
+    let mut global_judged = global_map.clone();
+    let added = service_judge::judge(&mut global_judged, false, &frontends, GLOBAL_POLICY_OWNER, &mut ctx.diags);
+    frontends.settle_global(&Lookup::new(&global_map), &Lookup::new(&global_judged));
+    drop(global_map);
+    let global_prepared = Prepared {
+        entries: trie::entries(&global_judged),
+        explain: global.iter().chain(&added).map(ExplainRule::from).collect(),
+        diagnostics: Vec::new(),
+    };
 
-    let mut locals = workloads::local_workloads(&mut ctx, &modes, &gateway_pods);
+    let locals = workloads::local_workloads(&mut ctx, &modes, &gateways.pods);
 
-    // Workloads with the same rules share one flattening and one id.
+    // Workloads with the same rules share one group (one flattening, one
+    // policy id).
     let mut network_policies = network_policy::NetworkPolicies::new(&ctx);
     let mesh_config = osm_egress::mesh_config(&mut ctx);
     explain.osm = mesh_config.map(osm_egress::osm_explain);
     let egress_policies = osm_egress::EgressPolicies::new(&mut ctx, mesh_config);
     let mesh_internal = service_entries::mesh_internal_rules(&mut ctx);
     let cluster_rules = rules::ClusterInternal::new(&ctx, mesh_internal);
-    let mut groups: BTreeMap<Vec<AllowRule>, Vec<usize>> = BTreeMap::new();
+    let mut by_rules: BTreeMap<Vec<PolicyRule>, Vec<usize>> = BTreeMap::new();
     let mut cluster_internal = 0usize;
-    let mut workload_explains: Vec<WorkloadExplain> = Vec::with_capacity(locals.len());
     for (i, local) in locals.iter().enumerate() {
         let mut why = workload_explain(snapshot, local);
         if local.is_policed() {
-            let mut found = rules::workload_rules(
-                &mut ctx,
-                &mut network_policies,
-                &egress_policies,
-                &cluster_rules,
-                local.pod,
-            );
+            let mut found =
+                rules::workload_rules(&mut ctx, &mut network_policies, &egress_policies, &cluster_rules, local.pod);
             cluster_internal += usize::from(found.cluster_internal);
             why.sources.network_policies = found.network_policies;
             why.sources.mesh_egress = found.mesh_egress;
             found.rules.sort();
             found.rules.dedup();
-            groups.entry(found.rules).or_default().push(i);
+            by_rules.entry(found.rules).or_default().push(i);
         }
-        workload_explains.push(why);
+        explain.workloads.insert(format!("{}/{}", local.workload.namespace, local.workload.name), why);
     }
-    let mut flattened = Vec::with_capacity(groups.len());
-    let mut members = Vec::with_capacity(groups.len());
-    let mut group_rules = Vec::with_capacity(groups.len());
-    for (rules, group) in groups {
-        let owner = group_owner(&locals, &group);
-        flattened.push(trie::flatten(&rules, &owner, &mut ctx.diags));
-        members.push(group);
-        group_rules.push(rules);
+
+    let mut groups = Vec::with_capacity(by_rules.len());
+    for (rules, members) in by_rules {
+        let owner = group_owner(&locals, &members);
+        let hosts: BTreeSet<String> = rules
+            .iter()
+            .filter_map(|r| match &r.dest {
+                Destination::Host(h) => Some(h.clone()),
+                Destination::Net(_) => None,
+            })
+            .collect();
+        let prepared = hosts.is_empty().then(|| {
+            let done = bind::prepare(&bind::bind_rules(&rules, &BTreeMap::new()), &owner, &frontends);
+            ctx.diags.extend(done.diagnostics.iter().cloned());
+            done
+        });
+        let members = members.iter().filter_map(|i| locals.get(*i)).map(|l| l.workload.uid.clone()).collect();
+        groups.push(RuleGroup { rules, members, owner, hosts, prepared });
     }
-    let ids = policy_ids::assign_ids(&flattened);
-    for (((entries, group), id), rules) in flattened.into_iter().zip(members).zip(ids).zip(group_rules) {
-        for i in group {
-            if let Some(local) = locals.get_mut(i) {
-                local.workload.policy = id;
-            }
-        }
-        policies.insert(id, entries);
-        explain
-            .policies
-            .entry(id)
-            .or_insert_with(|| rules.iter().map(ExplainRule::from).collect());
-    }
-    for (local, mut why) in locals.iter().zip(workload_explains) {
-        why.policy = local.workload.policy;
-        explain.workloads.insert(
-            format!("{}/{}", local.workload.namespace, local.workload.name),
-            why,
-        );
-    }
-    explain.resolved = ctx
-        .hosts
-        .iter()
-        .map(|h| (h.clone(), config.resolved_hosts.get(h).cloned().unwrap_or_default()))
-        .collect();
 
     if cluster_internal > 0 && config.cluster_cidrs.is_empty() {
         ctx.diags.push(Diagnostic {
@@ -199,24 +261,29 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> DesiredState {
         });
     }
 
-    let workloads = locals
-        .into_iter()
-        .map(|l| (l.workload.uid.clone(), l.workload))
-        .collect();
+    let workloads = locals.into_iter().map(|l| (l.workload.uid.clone(), l.workload)).collect();
     let mut diagnostics = ctx.diags;
     diagnostics.sort();
     diagnostics.dedup();
-    debug!(
-        policies = policies.len(),
-        diagnostics = diagnostics.len(),
-        "compiled desired state"
-    );
-    DesiredState {
+    let mut ignored = ctx.ignored;
+    ignored.sort();
+    ignored.dedup();
+    debug!(groups = groups.len(), diagnostics = diagnostics.len(), ignored = ignored.len(), "compiled policy");
+    let gateway_pods_with_address = gateways.addresses.values().cloned().collect();
+    Policy {
         workloads,
-        policies,
+        global,
+        global_prepared,
+        groups,
+        frontends,
         diagnostics,
+        ignored,
         hosts: ctx.hosts,
         explain,
+        modes,
+        trusted_namespaces: ctx.trusted,
+        gateway_pods: gateways.pods,
+        gateway_pods_with_address,
     }
 }
 
@@ -256,11 +323,6 @@ fn group_owner(locals: &[workloads::LocalWorkload<'_>], group: &[usize]) -> Stri
 /// Mode of a namespace as compiled (for callers such as `verify`).
 pub fn namespace_mode(snapshot: &Snapshot, namespace: &str) -> Mode {
     let config = CompilerConfig::default();
-    let mut ctx = Ctx {
-        snapshot,
-        config: &config,
-        diags: Vec::new(),
-        hosts: BTreeSet::new(),
-    };
+    let mut ctx = Ctx::new(snapshot, &config);
     mode::mode_of(&mode::namespace_modes(&mut ctx), namespace)
 }

@@ -22,10 +22,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::desired::{AllowRule, Severity};
 use crate::model::{ObjectKind, ObjectRef};
 
-use super::ips::{host_net, pod_ips, quiet_pod_ips};
+use super::ips::{host_net, pod_ips};
 use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
 use super::selectors::{check_label_selector, label_selector_matches, SelectorError};
-use super::np_services::push_services;
+use super::limits;
 use super::Ctx;
 
 /// Label the API server puts on every namespace.
@@ -35,8 +35,23 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// computed once.
 pub(crate) struct NetworkPolicies<'a> {
     policies: Vec<&'a NetworkPolicy>,
+    /// The pods a selector peer may name ([`peer_candidates`]), by
+    /// namespace, in snapshot order.
+    candidates: BTreeMap<&'a str, Vec<&'a Pod>>,
+    /// Policies over a size limit ([`limits`]): they allow nothing.
+    over_limit: Vec<bool>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     rules: Vec<Option<Vec<AllowRule>>>,
+}
+
+/// What the egress policies selecting a pod allow.
+pub(crate) struct Selected {
+    pub rules: Vec<AllowRule>,
+    /// `namespace/name` of the policies.
+    pub names: Vec<String>,
+    /// The rules were more than [`limits::MAX_WORKLOAD_RULES`]: `rules`
+    /// is empty (fail closed).
+    pub too_many: Option<usize>,
 }
 
 /// A valid peer of an egress rule.
@@ -78,8 +93,15 @@ impl<'a> NetworkPolicies<'a> {
             namespace_labels.insert(ns_name, l);
         }
         let rules = vec![None; policies.len()];
+        let over_limit = policies.iter().map(|p| limits::network_policy(p).is_err()).collect();
+        let mut candidates: BTreeMap<&'a str, Vec<&'a Pod>> = BTreeMap::new();
+        for pod in peer_candidates(ctx) {
+            candidates.entry(namespace(&pod.metadata)).or_default().push(pod);
+        }
         Self {
             policies,
+            candidates,
+            over_limit,
             namespace_labels,
             rules,
         }
@@ -87,14 +109,11 @@ impl<'a> NetworkPolicies<'a> {
 
     /// What the egress policies selecting `pod` allow, and their
     /// `namespace/name`s, or `None` when no such policy selects it.
-    pub fn rules_for(
-        &mut self,
-        ctx: &mut Ctx<'a>,
-        pod: &Pod,
-    ) -> Option<(Vec<AllowRule>, Vec<String>)> {
+    pub fn rules_for(&mut self, ctx: &mut Ctx<'a>, pod: &Pod) -> Option<Selected> {
         let pod_ns = namespace(&pod.metadata);
         let mut selected = Vec::new();
         let mut out = Vec::new();
+        let mut total = 0usize;
         for i in 0..self.policies.len() {
             let policy = self.policies[i];
             if namespace(&policy.metadata) != pod_ns {
@@ -106,7 +125,7 @@ impl<'a> NetworkPolicies<'a> {
                 .and_then(|s| s.pod_selector.clone())
                 .unwrap_or_default();
             match label_selector_matches(&selector, labels(&pod.metadata)) {
-                Ok(true) if has_unknown_type(policy) => {
+                Ok(true) if has_unknown_type(policy) || self.over_limit[i] => {
                     // Fail closed: isolates its pods, allows nothing.
                     selected.push(format!("{pod_ns}/{}", name(&policy.metadata)));
                     continue;
@@ -125,9 +144,20 @@ impl<'a> NetworkPolicies<'a> {
             if self.rules[i].is_none() {
                 self.rules[i] = Some(self.policy_rules(ctx, policy));
             }
-            out.extend(self.rules[i].iter().flatten().cloned());
+            let rules = self.rules[i].as_deref().unwrap_or_default();
+            total = total.saturating_add(rules.len());
+            if total <= limits::MAX_WORKLOAD_RULES {
+                out.extend(rules.iter().cloned());
+            }
         }
-        (!selected.is_empty()).then_some((out, selected))
+        if selected.is_empty() {
+            return None;
+        }
+        let too_many = (total > limits::MAX_WORKLOAD_RULES).then_some(total);
+        if too_many.is_some() {
+            out = Vec::new();
+        }
+        Some(Selected { rules: out, names: selected, too_many })
     }
 
     fn policy_rules(&self, ctx: &mut Ctx<'a>, policy: &'a NetworkPolicy) -> Vec<AllowRule> {
@@ -170,31 +200,14 @@ impl<'a> NetworkPolicies<'a> {
                 .filter(|p| !is_finished(p))
                 .collect();
             push_named(ctx, out, &all, &ports, &rule_origin);
-            push_services(ctx, out, &all, |pod, proto, port, _| port_allows(&ports, pod, proto, port), &rule_origin);
             return;
         }
         for (j, peer) in peers {
             let field = format!("spec.egress[{i}].to[{j}]");
             let origin = format!("{object} {field}");
             match peer {
-                Peer::Block { cidr, except } => {
-                    push_numeric(out, cidr, &except, &ports, &origin);
-                    // Pods inside the block are reached through their
-                    // Services too (Tollgate sees the ClusterIP, before
-                    // kube-proxy translates it to a pod of the block).
-                    let inside = |ip: &IpAddr| cidr.contains(ip) && !except.iter().any(|e| e.contains(ip));
-                    let pods: Vec<&'a Pod> =
-                        peer_candidates(ctx).filter(|p| quiet_pod_ips(p).iter().any(inside)).collect();
-                    let in_family = |pod: &Pod, v6: bool| quiet_pod_ips(pod).iter().any(|ip| ip.is_ipv6() == v6 && inside(ip));
-                    push_services(
-                        ctx,
-                        out,
-                        &pods,
-                        |pod, proto, port, v6| in_family(pod, v6) && port_allows(&ports, pod, proto, port),
-                        &origin,
-                    );
-                }
-                Peer::Selectors(peer) => match self.peer_pods(ctx, policy, peer) {
+                Peer::Block { cidr, except } => push_numeric(out, cidr, &except, &ports, &origin),
+                Peer::Selectors(peer) => match self.peer_pods(policy, peer) {
                     Ok(pods) => {
                         for pod in &pods {
                             let pod_origin =
@@ -204,7 +217,6 @@ impl<'a> NetworkPolicies<'a> {
                             }
                         }
                         push_named(ctx, out, &pods, &ports, &origin);
-                        push_services(ctx, out, &pods, |pod, proto, port, _| port_allows(&ports, pod, proto, port), &origin);
                     }
                     Err((sub, message)) => {
                         ctx.report(Severity::Error, &object, format!("{field}.{sub}"), message)
@@ -217,7 +229,6 @@ impl<'a> NetworkPolicies<'a> {
     /// The running pods a selector peer names.
     fn peer_pods(
         &self,
-        ctx: &Ctx<'a>,
         policy: &NetworkPolicy,
         peer: &NetworkPolicyPeer,
     ) -> Result<Vec<&'a Pod>, (String, String)> {
@@ -236,11 +247,11 @@ impl<'a> NetworkPolicies<'a> {
         };
         let pod_selector = peer.pod_selector.clone().unwrap_or_default();
         let mut pods = Vec::new();
-        for pod in peer_candidates(ctx) {
-            if namespaces.contains(&namespace(&pod.metadata))
-                && matches(&pod_selector, labels(&pod.metadata), "podSelector")?
-            {
-                pods.push(pod);
+        for ns in namespaces {
+            for pod in self.candidates.get(ns).into_iter().flatten() {
+                if matches(&pod_selector, labels(&pod.metadata), "podSelector")? {
+                    pods.push(*pod);
+                }
             }
         }
         Ok(pods)
@@ -273,6 +284,17 @@ pub(crate) fn check_all(ctx: &mut Ctx<'_>) {
             }
         }
         if !is_egress(policy) {
+            continue;
+        }
+        if let Err(over) = limits::network_policy(policy) {
+            // Not parsed further: the policy allows nothing anyway, and a
+            // huge list must not cost a report per entry.
+            ctx.report(
+                Severity::Error,
+                &object,
+                over.field,
+                format!("{}; the policy allows nothing and still isolates the pods it selects (fail closed)", over.message),
+            );
             continue;
         }
         if let Some(selector) = &spec.pod_selector {
@@ -621,16 +643,6 @@ fn peer_candidates<'a>(ctx: &Ctx<'a>) -> impl Iterator<Item = &'a Pod> {
 
 fn is_host_network(pod: &Pod) -> bool {
     pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
-}
-
-/// Do `ports` allow `proto`/`port` to `pod` (named ports resolved on it)?
-fn port_allows(ports: &[PortSpec], pod: &Pod, proto: u8, port: u16) -> bool {
-    ports.iter().any(|spec| match spec {
-        PortSpec::Numbers(rule) => rule.matches(proto, port),
-        PortSpec::Named { name, proto: p, proto_name } => {
-            *p == proto && named_port(pod, name, proto_name) == Some(port)
-        }
-    })
 }
 
 /// The number of the container port `port_name`/`proto_name` of `pod`,

@@ -2,53 +2,69 @@
 //! pods of their `sources` (ServiceAccounts) their `ipAddresses` and
 //! resolved `hosts` on their `ports`, when the OSM `MeshConfig` has
 //! `spec.featureFlags.enableEgressPolicy: true`.
+//!
+//! Trust: only a `MeshConfig` of a trusted namespace counts (the one in
+//! `--osm-namespace` wins when there are several), and an `Egress` of a
+//! namespace that is not trusted grants only ServiceAccounts of its own
+//! namespace. What these rules set aside is reported as ignored.
 use agent_common::{PortRule, PROTO_TCP, REASON_MESH_EGRESS_POLICY};
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::desired::{AllowRule, Severity};
+use crate::desired::Severity;
 use crate::explain::OsmExplain;
-use crate::model::osm::{Egress, MeshConfig, DEFAULT_CONTROL_PLANE_NAMESPACE, MESH_CONFIG_NAME};
+use crate::model::osm::{Egress, MeshConfig, MESH_CONFIG_NAME};
 use crate::model::{ObjectKind, ObjectRef};
 
 use super::hosts::{parse_host, Host};
+use super::ignored::{ignored, SUPERSEDED_MESH_CONFIG, UNTRUSTED_EGRESS_SOURCE, UNTRUSTED_MESH_CONFIG};
 use super::ips::host_net;
+use super::limits::{check_len, MAX_LIST, MAX_POLICY_EXPANSION};
 use super::objects::{name, namespace, object_ref};
+use super::policy::{Destination, PolicyRule};
 use super::service_entries::parse_net;
 use super::Ctx;
 
-/// The `MeshConfig` in force: the one named `osm-mesh-config`, preferring
-/// the default control-plane namespace `osm-system` when there are
-/// several (reported).
+/// The `MeshConfig` in force: the one named `osm-mesh-config` in a
+/// trusted namespace, preferring `--osm-namespace` (default `osm-system`),
+/// then the first by namespace. The others are reported as ignored.
 pub(crate) fn mesh_config<'a>(ctx: &mut Ctx<'a>) -> Option<&'a MeshConfig> {
     let snapshot = ctx.snapshot;
     let mut named: Vec<&'a MeshConfig> = Vec::new();
     for mc in &snapshot.mesh_configs {
-        if name(&mc.metadata) == MESH_CONFIG_NAME {
-            named.push(mc);
-        } else {
+        let object = object_ref(ObjectKind::MeshConfig, &mc.metadata);
+        let ns = namespace(&mc.metadata);
+        if name(&mc.metadata) != MESH_CONFIG_NAME {
             ctx.report(
                 Severity::Warning,
-                &object_ref(ObjectKind::MeshConfig, &mc.metadata),
+                &object,
                 "metadata.name",
                 format!("OSM reads only the MeshConfig named {MESH_CONFIG_NAME}; this one is ignored"),
             );
+        } else if !ctx.trusted.contains(ns) {
+            ctx.ignore(ignored(
+                &object,
+                UNTRUSTED_MESH_CONFIG,
+                format!("namespace {ns} is not trusted (--trusted-namespace, or the label tollgate.dev/trusted=true on the Namespace), so this MeshConfig is not read"),
+            ));
+        } else {
+            named.push(mc);
         }
     }
+    let preferred = ctx.config.osm_namespace.as_str();
     named.sort_by_key(|mc| {
         let ns = namespace(&mc.metadata);
-        (ns != DEFAULT_CONTROL_PLANE_NAMESPACE, ns.to_owned())
+        (ns != preferred, ns.to_owned())
     });
     let chosen = named.first().copied()?;
     for other in named.iter().skip(1) {
-        ctx.report(
-            Severity::Warning,
+        ctx.ignore(ignored(
             &object_ref(ObjectKind::MeshConfig, &other.metadata),
-            "metadata.namespace",
+            SUPERSEDED_MESH_CONFIG,
             format!(
-                "several {MESH_CONFIG_NAME} MeshConfigs; the one in {} applies",
+                "several trusted {MESH_CONFIG_NAME} MeshConfigs; the one in {} applies (--osm-namespace {preferred} wins, else the first by namespace)",
                 namespace(&chosen.metadata)
             ),
-        );
+        ));
     }
     Some(chosen)
 }
@@ -79,7 +95,7 @@ struct EgressGrant {
     name: String,
     /// `(namespace, ServiceAccount)`.
     sources: Vec<(String, String)>,
-    rules: Vec<AllowRule>,
+    rules: Vec<PolicyRule>,
 }
 
 /// The valid `Egress` policies, with their rules computed once.
@@ -105,7 +121,7 @@ impl EgressPolicies {
                         namespace(&mc.metadata),
                         name(&mc.metadata)
                     ),
-                    None => format!("there is no OSM MeshConfig {MESH_CONFIG_NAME}"),
+                    None => format!("there is no OSM MeshConfig {MESH_CONFIG_NAME} in a trusted namespace"),
                 };
                 ctx.report(Severity::Warning, &object, "spec", format!("{why}; this Egress grants nothing"));
                 // Still checked (and reported), without resolving its hosts.
@@ -119,7 +135,7 @@ impl EgressPolicies {
 
     /// The rules granted to `pod`'s ServiceAccount, and the Egress
     /// policies granting them.
-    pub fn rules_for(&self, pod: &Pod) -> (Vec<AllowRule>, Vec<String>) {
+    pub fn rules_for(&self, pod: &Pod) -> (Vec<PolicyRule>, Vec<String>) {
         let key = (namespace(&pod.metadata).to_owned(), service_account(pod).to_owned());
         let mut rules = Vec::new();
         let mut names = Vec::new();
@@ -138,6 +154,23 @@ fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef, resolve: bool) 
     let egress_ns = namespace(&egress.metadata);
     let spec = &egress.spec;
     let mut sources = Vec::new();
+    let limits = [
+        check_len(|| "spec.sources".to_owned(), spec.sources.len(), MAX_LIST, "sources"),
+        check_len(|| "spec.hosts".to_owned(), spec.hosts.len(), MAX_LIST, "hosts"),
+        check_len(|| "spec.ipAddresses".to_owned(), spec.ip_addresses.len(), MAX_LIST, "ipAddresses"),
+        check_len(|| "spec.ports".to_owned(), spec.ports.len(), MAX_LIST, "ports"),
+        check_len(
+            || "spec".to_owned(),
+            (spec.hosts.len() + spec.ip_addresses.len()).saturating_mul(spec.ports.len().max(1)),
+            MAX_POLICY_EXPANSION,
+            "rule expansions ((hosts + ipAddresses) x ports)",
+        ),
+    ];
+    if let Some(over) = limits.into_iter().find_map(Result::err) {
+        ctx.report(Severity::Error, object, over.field, format!("{}; this Egress grants nothing (fail closed)", over.message));
+        return EgressGrant { name: object.qualified(), sources, rules: Vec::new() };
+    }
+    let trusted = ctx.trusted.contains(egress_ns);
     for (i, source) in spec.sources.iter().enumerate() {
         if source.kind != "ServiceAccount" {
             ctx.report(
@@ -161,6 +194,17 @@ fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef, resolve: bool) 
                     egress_ns
                 }
             };
+            if ns != egress_ns && !trusted {
+                ctx.ignore(ignored(
+                    object,
+                    UNTRUSTED_EGRESS_SOURCE,
+                    format!(
+                        "spec.sources[{i}] names ServiceAccount {ns}/{}, but namespace {egress_ns} is not trusted, so this Egress grants only ServiceAccounts of {egress_ns}; that source grants nothing",
+                        source.name
+                    ),
+                ));
+                continue;
+            }
             sources.push((ns.to_owned(), source.name.clone()));
         }
     }
@@ -198,19 +242,14 @@ fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef, resolve: bool) 
         ctx.report(Severity::Error, object, "spec.ports", "an Egress needs at least one port; it grants nothing");
     }
     let mut rules = Vec::new();
-    let mut push = |net: ipnet::IpNet, origin: &str| {
+    let mut push = |dest: &Destination, origin: &str| {
         for rule in &ports {
-            rules.push(AllowRule {
-                net: net.trunc(),
-                except: Vec::new(),
-                rule: *rule,
-                origin: origin.to_owned(),
-            });
+            rules.push(PolicyRule { dest: dest.clone(), except: Vec::new(), rule: *rule, origin: origin.to_owned() });
         }
     };
     for (i, text) in spec.ip_addresses.iter().enumerate() {
         match parse_net(text) {
-            Some(net) => push(net, &format!("{object} spec.ipAddresses[{i}] {text}")),
+            Some(net) => push(&Destination::Net(net.trunc()), &format!("{object} spec.ipAddresses[{i}] {text}")),
             None => ctx.report(
                 Severity::Error,
                 object,
@@ -222,11 +261,10 @@ fn grant(ctx: &mut Ctx<'_>, egress: &Egress, object: &ObjectRef, resolve: bool) 
     for (i, text) in spec.hosts.iter().enumerate() {
         let origin = format!("{object} spec.hosts[{i}] {text}");
         match parse_host(text) {
-            Ok(Host::Ip(ip)) => push(host_net(ip), &origin),
+            Ok(Host::Ip(ip)) => push(&Destination::Net(host_net(ip)), &origin),
             Ok(Host::Name(host)) if resolve => {
-                for ip in ctx.resolve(&host) {
-                    push(host_net(ip), &origin);
-                }
+                ctx.want_host(&host);
+                push(&Destination::Host(host), &origin);
             }
             Ok(Host::Name(_)) => {}
             Err(message) => ctx.report(Severity::Error, object, format!("spec.hosts[{i}]"), format!("{message}; ignored")),

@@ -60,8 +60,8 @@ fn fold(hash: u64) -> u32 {
 /// Collisions are resolved deterministically: contents are taken in order
 /// of (preferred id, bytes) and each probes up from its preferred id to
 /// the next free one, skipping 0.
-pub fn assign_ids(policies: &[Vec<TrieEntry>]) -> Vec<u32> {
-    let encoded: Vec<Vec<u8>> = policies.iter().map(|p| encode(p)).collect();
+pub fn assign_ids<P: AsRef<[TrieEntry]>>(policies: &[P]) -> Vec<u32> {
+    let encoded: Vec<Vec<u8>> = policies.iter().map(|p| encode(p.as_ref())).collect();
     let distinct: BTreeSet<(u32, &[u8])> = encoded
         .iter()
         .map(|bytes| (fold(fnv1a(bytes)), bytes.as_slice()))

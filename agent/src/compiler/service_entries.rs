@@ -3,7 +3,10 @@
 //! - `location: MESH_INTERNAL`: the entry's `addresses` (IPs or CIDRs) and
 //!   `endpoints` (IPs, or names resolved like OSM hosts) count as inside
 //!   the cluster: they join the cluster CIDRs of rule 4 (reason
-//!   `cluster-internal`), on every port. A pod that egress NetworkPolicies
+//!   `cluster-internal`), on every port, in the namespaces the entry is
+//!   exported to (`exportTo`). An entry of a namespace that is not trusted
+//!   applies to its own namespace only, whatever `exportTo` says (the
+//!   rest is reported as ignored). A pod that egress NetworkPolicies
 //!   select gets exactly what those allow, as for any in-cluster address.
 //! - Any other location (`MESH_EXTERNAL`, the default): the hosts are
 //!   external; enforced pods reach them only through the egress gateway.
@@ -13,13 +16,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use agent_common::{PortRule, REASON_CLUSTER_INTERNAL};
 use ipnet::IpNet;
 
-use crate::desired::{AllowRule, Severity};
+use crate::desired::Severity;
 use crate::model::istio::{MESH_EXTERNAL, MESH_INTERNAL};
 use crate::model::ObjectKind;
 
 use super::hosts::{parse_host, Host};
+use super::ignored::{ignored, UNTRUSTED_MESH_INTERNAL_EXPORT};
 use super::ips::host_net;
+use super::limits::{check_len, MAX_LIST};
 use super::objects::{namespace, object_ref};
+use super::policy::PolicyRule;
 use super::Ctx;
 
 /// The addresses of `MESH_INTERNAL` ServiceEntries, as cluster-internal
@@ -32,7 +38,8 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<MeshInternalRule> {
     let mut out = Vec::new();
     for se in &snapshot.service_entries {
         let object = object_ref(ObjectKind::ServiceEntry, &se.metadata);
-        let visible_in = export_to(&se.spec.export_to, namespace(&se.metadata));
+        let own = namespace(&se.metadata);
+        let mut visible_in = export_to(&se.spec.export_to, own);
         let internal = match se.spec.location.as_deref() {
             Some(MESH_INTERNAL) => true,
             None | Some(MESH_EXTERNAL) => false,
@@ -46,23 +53,40 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<MeshInternalRule> {
                 false
             }
         };
-        let mut push = |net: IpNet, origin: String| {
+        if internal {
+            let limits = [
+                check_len(|| "spec.addresses".to_owned(), se.spec.addresses.len(), MAX_LIST, "addresses"),
+                check_len(|| "spec.endpoints".to_owned(), se.spec.endpoints.len(), MAX_LIST, "endpoints"),
+            ];
+            if let Some(over) = limits.into_iter().find_map(Result::err) {
+                ctx.report(Severity::Error, &object, over.field, format!("{}; this MESH_INTERNAL entry grants nothing (fail closed)", over.message));
+                continue;
+            }
+            if !ctx.trusted.contains(own) {
+                let beyond = match &visible_in {
+                    None => true,
+                    Some(set) => set.iter().any(|ns| ns != own),
+                };
+                if beyond {
+                    ctx.ignore(ignored(
+                        &object,
+                        UNTRUSTED_MESH_INTERNAL_EXPORT,
+                        format!("namespace {own} is not trusted, so this MESH_INTERNAL entry counts as inside the cluster for pods of {own} only; its export to other namespaces (spec.exportTo) is ignored"),
+                    ));
+                }
+                visible_in = Some(visible_in.map_or_else(|| BTreeSet::from([own.to_owned()]), |set| set.into_iter().filter(|ns| ns == own).collect()));
+            }
+        }
+        let mut push = |dest: PolicyRule| {
             if internal {
-                out.push(MeshInternalRule {
-                    rule: AllowRule {
-                        net: net.trunc(),
-                        except: Vec::new(),
-                        rule: PortRule::any(REASON_CLUSTER_INTERNAL),
-                        origin,
-                    },
-                    visible_in: visible_in.clone(),
-                })
+                out.push(MeshInternalRule { rule: dest, visible_in: visible_in.clone() })
             }
         };
+        let any = PortRule::any(REASON_CLUSTER_INTERNAL);
         for (i, text) in se.spec.addresses.iter().enumerate() {
             let origin = format!("{object} (MESH_INTERNAL) spec.addresses[{i}] {text}");
             match parse_net(text) {
-                Some(net) => push(net, origin),
+                Some(net) => push(PolicyRule::net(net, any, origin)),
                 None => ctx.report(
                     Severity::Error,
                     &object,
@@ -78,11 +102,10 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<MeshInternalRule> {
             }
             let origin = format!("{object} (MESH_INTERNAL) spec.endpoints[{i}].address {text}");
             match parse_host(text) {
-                Ok(Host::Ip(ip)) => push(host_net(ip), origin),
+                Ok(Host::Ip(ip)) => push(PolicyRule::net(host_net(ip), any, origin)),
                 Ok(Host::Name(name)) if internal => {
-                    for ip in ctx.resolve(&name) {
-                        push(host_net(ip), origin.clone());
-                    }
+                    ctx.want_host(&name);
+                    push(PolicyRule::host(name, any, origin));
                 }
                 Ok(Host::Name(_)) => {}
                 Err(message) => ctx.report(
@@ -101,7 +124,7 @@ pub(crate) fn mesh_internal_rules(ctx: &mut Ctx<'_>) -> Vec<MeshInternalRule> {
 /// inside the cluster for (`None`: every namespace).
 #[derive(Clone, Debug)]
 pub(crate) struct MeshInternalRule {
-    pub rule: AllowRule,
+    pub rule: PolicyRule,
     pub visible_in: Option<BTreeSet<String>>,
 }
 

@@ -6,8 +6,53 @@ use agent_common::{
     REASON_CLUSTER_INTERNAL, REASON_DNS, REASON_GATEWAY, REASON_MESH_EGRESS_POLICY,
 };
 
+use std::net::IpAddr;
+
 use super::*;
-use crate::desired::DesiredWorkload;
+use crate::desired::{DesiredState, DesiredWorkload};
+
+/// A configuration plus the host answers to bind with.
+pub(super) struct WithHosts {
+    pub cfg: CompilerConfig,
+    pub hosts: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// What the tests compile with: a plain configuration (no host answers)
+/// or one [`WithHosts`].
+pub(super) trait TestConfig {
+    fn parts(&self) -> (&CompilerConfig, BTreeMap<String, Vec<IpAddr>>);
+}
+
+impl TestConfig for CompilerConfig {
+    fn parts(&self) -> (&CompilerConfig, BTreeMap<String, Vec<IpAddr>>) {
+        (self, BTreeMap::new())
+    }
+}
+
+impl TestConfig for WithHosts {
+    fn parts(&self) -> (&CompilerConfig, BTreeMap<String, Vec<IpAddr>>) {
+        (&self.cfg, self.hosts.clone())
+    }
+}
+
+/// `compile` then `bind`: the desired state (the policy's own checks run
+/// on the way: bind gives the same state as a second bind).
+pub(super) fn compile(snap: &Snapshot, cfg: &impl TestConfig) -> DesiredState {
+    let (cfg, hosts) = cfg.parts();
+    let policy = super::compile(snap, cfg);
+    let state = bind(&policy, &hosts);
+    assert_eq!(state, bind(&policy, &hosts), "bind is deterministic");
+    state
+}
+
+/// `cfg` with these host answers.
+pub(super) fn with_hosts(cfg: CompilerConfig, hosts: &[(&str, &[&str])]) -> WithHosts {
+    let hosts = hosts
+        .iter()
+        .map(|(name, ips)| (name.to_string(), ips.iter().map(|i| i.parse().expect("test ip")).collect()))
+        .collect();
+    WithHosts { cfg, hosts }
+}
 
 pub(super) fn snapshot(docs: &[String]) -> Snapshot {
     let mut snap = Snapshot::new();
@@ -140,67 +185,63 @@ fn namespace_label_modes_with_bad_value_failing_closed() {
     assert_eq!(d.source.as_deref(), Some("doc3.yaml"));
 }
 
+/// A Namespace labelled `tollgate.dev/trusted: "true"`.
+pub(super) fn trusted_ns(name: &str, mode: Option<&str>) -> String {
+    let mode = mode.map(|m| format!(", tollgate.dev/egress: {m}")).unwrap_or_default();
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{tollgate.dev/trusted: 'true'{mode}}}\n")
+}
+
 #[test]
-fn gateways_found_by_istio_selector_and_by_label() {
+fn gateways_found_by_istio_selector_and_by_label_in_trusted_namespaces() {
     let snap = snapshot(&[
         ns("shop", Some("enforce")),
+        trusted_ns("proxy", None),
+        trusted_ns("guarded", Some("enforce")),
         gateway("istio-system", "egress", "istio: egressgateway"),
         gateway("istio-system", "empty", ""),
-        pod(
-            "gw-ns",
-            "istio-gw",
-            "node-1",
-            "10.244.0.20",
-            "istio: egressgateway",
-        ),
-        pod(
-            "shop",
-            "squid",
-            "node-1",
-            "10.244.0.21",
-            "tollgate.dev/egress-gateway: \"true\"",
-        ),
-        pod(
-            "shop",
-            "not-gw",
-            "node-1",
-            "10.244.0.22",
-            "tollgate.dev/egress-gateway: \"false\"",
-        ),
-        pod(
-            "shop",
-            "remote-gw",
-            "node-2",
-            "10.244.1.23",
-            "istio: egressgateway",
-        ),
+        pod("istio-system", "istio-gw", "node-1", "10.244.0.20", "istio: egressgateway"),
+        pod("proxy", "squid", "node-1", "10.244.0.21", "tollgate.dev/egress-gateway: \"true\""),
+        pod("proxy", "not-gw", "node-1", "10.244.0.22", "tollgate.dev/egress-gateway: \"false\""),
+        pod("istio-system", "remote-gw", "node-2", "10.244.1.23", "istio: egressgateway"),
+        pod("guarded", "enforced-gw", "node-1", "10.244.0.24", "tollgate.dev/egress-gateway: \"true\""),
+        // Not trusted: neither the label nor a Gateway make these gateways.
+        pod("shop", "fake-squid", "node-1", "10.244.0.30", "tollgate.dev/egress-gateway: \"true\""),
+        pod("shop", "fake-istio", "node-1", "10.244.0.31", "istio: egressgateway"),
     ]);
     let state = compile(&snap, &config(&["10.244.0.0/16"]));
-    let squid = workload(&state, "shop", "squid");
-    assert_eq!(
-        (squid.mode, squid.flags, squid.policy),
-        (Mode::Off, FLAG_GATEWAY, 0)
-    );
-    let istio = workload(&state, "gw-ns", "istio-gw");
-    assert_eq!(
-        (istio.mode, istio.flags, istio.policy),
-        (Mode::Off, FLAG_GATEWAY, 0)
-    );
-    let plain = workload(&state, "shop", "not-gw");
-    assert_eq!(plain.mode, Mode::Enforce);
-    assert_eq!(plain.flags & FLAG_GATEWAY, 0);
-    assert!(
-        !state.workloads.values().any(|w| w.name == "remote-gw"),
-        "other node"
-    );
+    let squid = workload(&state, "proxy", "squid");
+    assert_eq!((squid.mode, squid.flags, squid.policy), (Mode::Off, FLAG_GATEWAY, 0));
+    let istio = workload(&state, "istio-system", "istio-gw");
+    assert_eq!((istio.mode, istio.flags, istio.policy), (Mode::Off, FLAG_GATEWAY, 0));
+    let plain = workload(&state, "proxy", "not-gw");
+    assert_eq!((plain.mode, plain.flags), (Mode::Off, 0));
+    assert!(!state.workloads.values().any(|w| w.name == "remote-gw"), "other node");
+    // A gateway pod in an enforced namespace is enforced like any other.
+    let enforced = workload(&state, "guarded", "enforced-gw");
+    assert_eq!((enforced.mode, enforced.flags & FLAG_GATEWAY), (Mode::Enforce, 0));
+    assert_ne!(enforced.policy, 0);
+    for fake in ["fake-squid", "fake-istio"] {
+        let w = workload(&state, "shop", fake);
+        assert_eq!((w.mode, w.flags), (Mode::Enforce, 0), "{fake}");
+    }
     assert_eq!(
         global_nets(&state),
-        ["10.244.0.20/32", "10.244.0.21/32", "10.244.1.23/32"]
+        ["10.244.0.20/32", "10.244.0.21/32", "10.244.0.24/32", "10.244.1.23/32"],
+        "the enforced gateway is still a gateway for others; the untrusted ones are not"
     );
+    assert_eq!(rules_at(&state, POLICY_GLOBAL, "10.244.1.23/32"), [PortRule::any(REASON_GATEWAY)]);
+    let ignored: Vec<(&str, &str)> = state.ignored.iter().map(|i| (i.object.as_str(), i.rule.as_str())).collect();
     assert_eq!(
-        rules_at(&state, POLICY_GLOBAL, "10.244.1.23/32"),
-        [PortRule::any(REASON_GATEWAY)]
+        ignored,
+        [("Pod shop/fake-istio", "untrusted-gateway-pod"), ("Pod shop/fake-squid", "untrusted-gateway-pod")]
     );
+    assert!(state.ignored[0].message.contains("Gateway istio-system/egress selects this pod"), "{}", state.ignored[0].message);
+
+    // --trusted-namespace shop (replacing the defaults): shop's pods are
+    // gateways, istio-system's no longer.
+    let cfg = CompilerConfig { trusted_namespaces: vec!["shop".into()], ..config(&["10.244.0.0/16"]) };
+    let state = compile(&snap, &cfg);
+    assert_eq!(global_nets(&state), ["10.244.0.21/32", "10.244.0.24/32", "10.244.0.30/32", "10.244.0.31/32"]);
 }
 
 #[test]
@@ -215,65 +256,43 @@ fn empty_gateway_selector_selects_nothing() {
 }
 
 #[test]
-fn gateway_service_cluster_ips_and_endpoint_slices() {
-    // The gateway pod's own address (and fd00:10:244::20, its second IP)
-    // through its slice; 10.244.3.3 is not its address, and a slice in
-    // another namespace pointing at it is not trusted at all.
-    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: gw-abc, namespace: istio-system}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.2.20, 10.244.3.3]\n  targetRef: {kind: Pod, name: gw}\n- addresses: [10.244.4.4]\n  targetRef: {kind: Pod, name: other}\n- addresses: [10.244.7.7]\n  targetRef: {kind: Pod, name: pending-gw}\n";
-    let forged = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: evil, namespace: tenant}\naddressType: IPv4\nendpoints:\n- addresses: [8.8.8.8]\n  targetRef: {kind: Pod, name: gw, namespace: istio-system}\n";
-    let pending = "apiVersion: v1\nkind: Pod\nmetadata: {name: pending-gw, namespace: istio-system, uid: u-pending, labels: {istio: egressgateway}}\nspec: {nodeName: node-2, containers: [{name: c, image: i}]}\n";
+fn gateway_services_are_those_whose_endpoints_are_all_gateway_pods() {
+    // A slice never makes an address a gateway by itself: gw-abc (no
+    // Service) and the forged slice in tenant grant nothing; a pending
+    // gateway pod has no address.
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: gw-abc, namespace: istio-system}\naddressType: IPv4\nendpoints:\n- addresses: [10.244.2.20, 10.244.3.3]\n  targetRef: {kind: Pod, name: gw}\n- addresses: [10.244.7.7]\n  targetRef: {kind: Pod, name: pending-gw}\n";
+    let forged = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: evil, namespace: tenant, labels: {kubernetes.io/service-name: evil}}\naddressType: IPv4\nports: [{name: '', port: 80, protocol: TCP}]\nendpoints:\n- addresses: [8.8.8.8]\n  targetRef: {kind: Pod, name: gw, namespace: istio-system}\n";
+    let evil_svc = "apiVersion: v1\nkind: Service\nmetadata: {name: evil, namespace: tenant}\nspec: {clusterIP: 10.96.0.66, ports: [{port: 80}]}\n";
+    let mixed_slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: mixed-1, namespace: istio-system, labels: {kubernetes.io/service-name: mixed}}\naddressType: IPv4\nports: [{name: '', port: 80, protocol: TCP}]\nendpoints:\n- addresses: [10.244.2.20]\n- addresses: [203.0.113.5]\n";
+    let pending = "apiVersion: v1\nkind: Pod\nmetadata: {name: pending-gw, namespace: istio-system, uid: u-pending, labels: {istio: egressgateway}}\nspec: {nodeName: node-2, containers: [{name: c, image: i}]}\nstatus: {phase: Pending, podIP: 10.244.7.7}\n";
     let snap = snapshot(&[
         gateway("istio-system", "egress", "istio: egressgateway"),
-        pod(
-            "istio-system",
-            "gw",
-            "node-2",
-            "10.244.2.20",
-            "istio: egressgateway",
-        ),
+        pod("istio-system", "gw", "node-2", "10.244.2.20", "istio: egressgateway"),
         pod("istio-system", "other", "node-2", "10.244.2.21", "app: x"),
-        service(
-            "istio-system",
-            "egress",
-            "",
-            "istio: egressgateway",
-            &["10.96.0.20", "fd00:10:96::20"],
-        ),
-        service(
-            "elsewhere",
-            "same-selector",
-            "",
-            "istio: egressgateway",
-            &["10.96.0.99"],
-        ),
-        service(
-            "istio-system",
-            "headless",
-            "",
-            "istio: egressgateway",
-            &["None"],
-        ),
+        service("istio-system", "egress", "", "istio: egressgateway", &["10.96.0.20", "fd00:10:96::20"]),
+        service("elsewhere", "same-selector", "", "istio: egressgateway", &["10.96.0.99"]),
+        service("istio-system", "headless", "", "istio: egressgateway", &["None"]),
         service("istio-system", "others", "", "app: x", &["10.96.0.21"]),
+        service("istio-system", "mixed", "", "", &["10.96.0.22"]).replace("  selector: {}\n", ""),
+        mixed_slice.to_owned(),
         slice.to_owned(),
         forged.to_owned(),
+        evil_svc.to_owned(),
         pending.to_owned(),
     ]);
     let state = compile(&snap, &config(&[]));
+    assert_eq!(global_nets(&state), ["10.96.0.20/32", "10.244.2.20/32", "fd00:10:96::20/128"]);
+    assert_eq!(rules_at(&state, POLICY_GLOBAL, "fd00:10:96::20/128"), [PortRule::any(REASON_GATEWAY)]);
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let ignored: Vec<(&str, &str)> = state.ignored.iter().map(|i| (i.object.as_str(), i.rule.as_str())).collect();
     assert_eq!(
-        global_nets(&state),
+        ignored,
         [
-            "10.96.0.20/32",
-            "10.244.2.20/32",
-            "10.244.7.7/32",
-            "fd00:10:96::20/128"
+            ("Pod istio-system/pending-gw", "gateway-without-address"),
+            ("Service istio-system/mixed", "gateway-service-other-endpoints"),
         ]
     );
-    assert_eq!(
-        rules_at(&state, POLICY_GLOBAL, "fd00:10:96::20/128"),
-        [PortRule::any(REASON_GATEWAY)]
-    );
-    let reported: Vec<_> = state.diagnostics.iter().map(|d| (d.object.as_str(), d.field.as_str())).collect();
-    assert_eq!(reported, [("EndpointSlice istio-system/gw-abc", "endpoints[0].addresses")], "{:?}", state.diagnostics);
+    assert!(state.ignored[1].message.contains("203.0.113.5:80"), "{}", state.ignored[1].message);
 }
 
 #[test]

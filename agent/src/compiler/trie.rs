@@ -7,7 +7,7 @@
 //! whose longest match is prefix P is covered by exactly the rules that
 //! cover P (any net or except containing the address is itself a prefix,
 //! no longer than P, so it contains P too).
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agent_common::{
     PortRule, RuleSet, MAX_PORT_RULES, PROTO_ANY, REASON_CLUSTER_INTERNAL, REASON_DNS,
@@ -84,61 +84,130 @@ pub fn rule_set(rules: &[PortRule]) -> RuleSet {
     set
 }
 
+/// The port rules of each prefix, canonical (see
+/// [`normalize_port_rules`]) and not yet capped at `MAX_PORT_RULES`.
+pub type RuleMap = BTreeMap<IpNet, Vec<PortRule>>;
+
 /// Flatten `rules` into trie entries, sorted by prefix. `owner` names the
 /// policy in the diagnostic emitted when a prefix needs more than
 /// `MAX_PORT_RULES` port rules: the first ones are kept, the rest dropped
 /// (the packets they would allow are denied: fail closed).
 pub fn flatten(rules: &[AllowRule], owner: &str, diags: &mut Vec<Diagnostic>) -> Vec<TrieEntry> {
-    let normalized: Vec<(IpNet, Vec<IpNet>, PortRule)> = rules
+    let mut map = flatten_map(rules);
+    cap(&mut map, owner, diags);
+    entries(&map)
+}
+
+/// The prefix lengths present in a set of nets, per family (IPv4 first),
+/// longest first: the only ones a longest-prefix walk must try.
+#[derive(Default)]
+pub(crate) struct PrefixLengths {
+    v4: Vec<u8>,
+    v6: Vec<u8>,
+}
+
+impl PrefixLengths {
+    pub fn of<'n>(nets: impl IntoIterator<Item = &'n IpNet>) -> Self {
+        let mut v4 = BTreeSet::new();
+        let mut v6 = BTreeSet::new();
+        for net in nets {
+            match net {
+                IpNet::V4(n) => v4.insert(n.prefix_len()),
+                IpNet::V6(n) => v6.insert(n.prefix_len()),
+            };
+        }
+        Self { v4: v4.into_iter().rev().collect(), v6: v6.into_iter().rev().collect() }
+    }
+
+    /// The nets of these lengths that contain `net` (itself included),
+    /// longest first.
+    pub fn supernets(&self, net: IpNet) -> impl Iterator<Item = IpNet> + '_ {
+        let lens = if net.addr().is_ipv4() { &self.v4 } else { &self.v6 };
+        lens.iter().filter(move |len| **len <= net.prefix_len()).filter_map(move |len| match net {
+            IpNet::V4(n) => ipnet::Ipv4Net::new(n.addr(), *len).ok().map(|s| IpNet::V4(s.trunc())),
+            IpNet::V6(n) => ipnet::Ipv6Net::new(n.addr(), *len).ok().map(|s| IpNet::V6(s.trunc())),
+        })
+    }
+}
+
+/// The rules of every prefix (rule nets and except nets). Each prefix
+/// gets the rules whose net contains it, minus those with an except that
+/// contains it. Rules are indexed by net and by except, and only the
+/// prefix lengths in use are walked, so that the cost is about (prefixes
+/// x lengths in use + rules applied) even with thousands of excepts.
+pub fn flatten_map(rules: &[AllowRule]) -> RuleMap {
+    let mut normalized: Vec<(IpNet, Vec<IpNet>, PortRule)> = rules
         .iter()
         .map(|r| {
-            (
-                r.net.trunc(),
-                r.except.iter().map(IpNet::trunc).collect(),
-                r.rule,
-            )
+            let mut except: Vec<IpNet> = r.except.iter().map(IpNet::trunc).collect();
+            except.sort();
+            except.dedup();
+            (r.net.trunc(), except, r.rule)
         })
         .collect();
+    normalized.sort();
+    normalized.dedup();
     let mut by_net: HashMap<IpNet, Vec<usize>> = HashMap::new();
+    let mut by_except: HashMap<IpNet, Vec<usize>> = HashMap::new();
     let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
     for (i, (net, except, _)) in normalized.iter().enumerate() {
         by_net.entry(*net).or_default().push(i);
         prefixes.insert(*net);
-        prefixes.extend(except.iter().copied());
+        for e in except {
+            by_except.entry(*e).or_default().push(i);
+            prefixes.insert(*e);
+        }
     }
-    let mut entries = Vec::with_capacity(prefixes.len());
+    let lengths = PrefixLengths::of(&prefixes);
+    let mut out = RuleMap::new();
+    let mut excepted: Vec<usize> = Vec::new();
     for prefix in prefixes {
+        excepted.clear();
+        for net in lengths.supernets(prefix) {
+            excepted.extend(by_except.get(&net).into_iter().flatten());
+        }
+        excepted.sort_unstable();
         let mut port_rules = Vec::new();
-        let mut ancestor = Some(prefix);
-        while let Some(net) = ancestor {
+        for net in lengths.supernets(prefix) {
             for &i in by_net.get(&net).into_iter().flatten() {
-                let (_, except, rule) = &normalized[i];
-                if !except.iter().any(|e| e.contains(&prefix)) {
-                    port_rules.push(*rule);
+                if excepted.binary_search(&i).is_err() {
+                    port_rules.push(normalized[i].2);
                 }
             }
-            ancestor = net.supernet();
         }
-        let mut port_rules = normalize_port_rules(port_rules);
-        if port_rules.len() > MAX_PORT_RULES {
-            diags.push(Diagnostic {
-                severity: Severity::Error,
-                object: owner.to_owned(),
-                field: format!("egress rules for {prefix}"),
-                message: format!(
-                    "{} port rules apply to {prefix}, more than the datapath holds ({MAX_PORT_RULES}); only the first {MAX_PORT_RULES} are kept, traffic the others allow is denied (fail closed)",
-                    port_rules.len()
-                ),
-                source: None,
-            });
-            port_rules.truncate(MAX_PORT_RULES);
-        }
-        entries.push(TrieEntry {
-            net: prefix,
-            rules: rule_set(&port_rules),
-        });
+        out.insert(prefix, normalize_port_rules(port_rules));
     }
-    entries
+    out
+}
+
+/// Keep at most `MAX_PORT_RULES` rules per prefix; each prefix over it is
+/// reported (naming `owner`) and keeps its first rules (fail closed).
+pub fn cap(map: &mut RuleMap, owner: &str, diags: &mut Vec<Diagnostic>) {
+    for (prefix, port_rules) in map.iter_mut() {
+        cap_one(*prefix, port_rules, owner, diags);
+    }
+}
+
+pub(crate) fn cap_one(prefix: IpNet, port_rules: &mut Vec<PortRule>, owner: &str, diags: &mut Vec<Diagnostic>) {
+    if port_rules.len() <= MAX_PORT_RULES {
+        return;
+    }
+    diags.push(Diagnostic {
+        severity: Severity::Error,
+        object: owner.to_owned(),
+        field: format!("egress rules for {prefix}"),
+        message: format!(
+            "{} port rules apply to {prefix}, more than the datapath holds ({MAX_PORT_RULES}); only the first {MAX_PORT_RULES} are kept, traffic the others allow is denied (fail closed)",
+            port_rules.len()
+        ),
+        source: None,
+    });
+    port_rules.truncate(MAX_PORT_RULES);
+}
+
+/// The datapath entries of a rule map, sorted by prefix.
+pub fn entries(map: &RuleMap) -> Vec<TrieEntry> {
+    map.iter().map(|(net, rules)| TrieEntry { net: *net, rules: rule_set(rules) }).collect()
 }
 
 #[cfg(test)]

@@ -70,29 +70,23 @@ pub(crate) fn local_workloads<'a>(
         // workload itself is found by cgroup, not by IP.
         pod_ips(ctx, pod);
         let ns = namespace(&pod.metadata);
-        let workload = if gateways.contains(&pod_key(pod)) {
-            DesiredWorkload {
-                uid,
-                namespace: ns.to_owned(),
-                name: name(&pod.metadata).to_owned(),
-                mode: Mode::Off,
-                flags: FLAG_GATEWAY,
-                policy: 0,
-            }
+        let mode = mode_of(modes, ns);
+        // A gateway pod is exempt only where nothing is enforced: in an
+        // enforced or audited namespace it is enforced like any other pod.
+        let flags = if mode == Mode::Off && gateways.contains(&pod_key(pod)) {
+            FLAG_GATEWAY
+        } else if has_redirecting_sidecar(pod) {
+            FLAG_SIDECAR_REDIRECT
         } else {
-            let flags = if has_redirecting_sidecar(pod) {
-                FLAG_SIDECAR_REDIRECT
-            } else {
-                0
-            };
-            DesiredWorkload {
-                uid,
-                namespace: ns.to_owned(),
-                name: name(&pod.metadata).to_owned(),
-                mode: mode_of(modes, ns),
-                flags,
-                policy: 0,
-            }
+            0
+        };
+        let workload = DesiredWorkload {
+            uid,
+            namespace: ns.to_owned(),
+            name: name(&pod.metadata).to_owned(),
+            mode,
+            flags,
+            policy: 0,
         };
         out.push(LocalWorkload { workload, pod });
     }

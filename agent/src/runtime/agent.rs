@@ -23,7 +23,7 @@ use super::latency::LatencyStats;
 use super::state::{self, KindSync, StatusFile, WorkloadStatus};
 use super::{AgentConfig, RuntimeError, SourceConfig};
 use crate::cgroups::{self, CgroupIndex};
-use crate::compiler::{self, CompilerConfig};
+use crate::compiler::{self, CompilerConfig, Policy};
 use crate::datapath::{self, bpffs::PinDir, load::AgentDatapath, load::AttachOutcome};
 use crate::desired::{DesiredState, Diagnostic, Severity};
 use crate::metrics::{FillCache, Health, MapFill, MapsSource, Metrics, PodModes, Sources};
@@ -119,10 +119,15 @@ struct Agent {
     source_diags: BTreeMap<String, Vec<Diagnostic>>,
     synced: BTreeSet<ObjectKind>,
     sync: BTreeMap<ObjectKind, KindSync>,
+    /// Objects compiled (host names still symbolic).
+    policy: Option<Policy>,
+    /// The policy bound to the current host addresses: what is applied.
     desired: Option<DesiredState>,
     cidr_origin: CidrOrigin,
     /// Objects changed since the last compile.
     dirty_compile: bool,
+    /// Host addresses changed since the last bind.
+    dirty_bind: bool,
     /// The desired state or the cgroups changed since the last apply.
     dirty_apply: bool,
     /// Changes waiting for their map writes: what kind, and since when.
@@ -198,9 +203,11 @@ impl Agent {
             source_diags: BTreeMap::new(),
             synced: BTreeSet::new(),
             sync: BTreeMap::new(),
+            policy: None,
             desired: None,
             cidr_origin: CidrOrigin::None,
             dirty_compile: true,
+            dirty_bind: false,
             dirty_apply: true,
             waiting: Vec::new(),
             cgroups,
@@ -320,7 +327,7 @@ impl Agent {
             return;
         }
         self.hosts_version = published.version;
-        self.dirty_compile = true;
+        self.dirty_bind = true;
         self.waiting.push(("dns", Instant::now()));
         info!(hosts = published.addresses.len(), "host addresses changed");
         let path = self.cfg.state_dir.join(state::HOSTS_FILE);
@@ -364,6 +371,11 @@ impl Agent {
         if self.dirty_compile {
             self.compile();
             self.dirty_compile = false;
+            self.dirty_bind = true;
+        }
+        if self.dirty_bind {
+            self.bind();
+            self.dirty_bind = false;
             self.dirty_apply = true;
         }
         if self.datapath.is_none() && !self.first_apply_may_start() {
@@ -379,11 +391,11 @@ impl Agent {
     /// been answered, so a starting agent does not drop what mesh policy
     /// allows.
     fn first_apply_may_start(&mut self) -> bool {
-        let Some(desired) = &self.desired else { return false };
-        if desired.hosts.is_empty() {
+        let Some(policy) = &self.policy else { return false };
+        if policy.hosts.is_empty() {
             return true;
         }
-        self.resolver.want(&desired.hosts);
+        self.resolver.want(&policy.hosts);
         let deadline = *self.hosts_deadline.get_or_insert_with(|| {
             Instant::now() + if self.takeover { TAKEOVER_RESOLVE_WAIT } else { FIRST_RESOLVE_WAIT }
         });
@@ -391,7 +403,7 @@ impl Agent {
         if published.settled || Instant::now() >= deadline {
             if published.version != self.hosts_version {
                 self.hosts_version = published.version;
-                self.compile();
+                self.bind();
             }
             return true;
         }
@@ -404,36 +416,50 @@ impl Agent {
             info!(cidrs = ?nets.iter().map(|n| n.to_string()).collect::<Vec<_>>(), from = ?origin, "cluster ranges");
             self.cidr_origin = origin;
         }
-        let config = CompilerConfig {
-            node_name: self.cfg.node_name.clone(),
-            cluster_cidrs: nets,
-            resolved_hosts: self.resolver.published().addresses,
-        };
+        let config = CompilerConfig { node_name: self.cfg.node_name.clone(), cluster_cidrs: nets, ..Default::default() }
+            .with_trust(self.cfg.trusted_namespaces.clone(), Some(self.cfg.osm_namespace.clone()));
         let started = Instant::now();
-        let mut desired = compiler::compile(&self.store, &config);
+        let mut policy = compiler::compile(&self.store, &config);
         let mut diags: Vec<Diagnostic> = self.source_diags.values().flatten().cloned().collect();
-        diags.append(&mut desired.diagnostics);
+        diags.append(&mut policy.diagnostics);
         diags.sort();
         diags.dedup();
-        desired.diagnostics = diags;
-        let old: BTreeSet<&Diagnostic> = self.desired.iter().flat_map(|d| d.diagnostics.iter()).collect();
-        for d in desired.diagnostics.iter().filter(|d| !old.contains(d)) {
+        policy.diagnostics = diags;
+        let old: BTreeSet<&Diagnostic> = self.policy.iter().flat_map(|p| p.diagnostics.iter()).collect();
+        for d in policy.diagnostics.iter().filter(|d| !old.contains(d)) {
             match d.severity {
                 Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
                 Severity::Error => error!(object = %d.object, field = %d.field, "{}", d.message),
             }
         }
-        self.report_rejections(&desired.diagnostics);
-        self.resolver.want(&desired.hosts);
-        self.metrics.set_rejected(rejected_counts(&desired.diagnostics));
+        let old_ignored: BTreeSet<String> = self.policy.iter().flat_map(|p| p.ignored.iter().map(|i| i.to_string())).collect();
+        for i in policy.ignored.iter().filter(|i| !old_ignored.contains(&i.to_string())) {
+            warn!(object = %i.object, rule = %i.rule, "ignored under the trust rules: {}", i.message);
+        }
+        self.report_rejections(&policy.diagnostics);
+        self.resolver.want(&policy.hosts);
+        self.metrics.set_rejected(rejected_counts(&policy.diagnostics));
+        let mut ignored: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for i in &policy.ignored {
+            *ignored.entry((i.kind.clone(), i.rule.clone())).or_default() += 1;
+        }
+        self.metrics.set_ignored(ignored);
         // Risky set-ups, for `tollgate analyze` (live).
-        let report = crate::analyze::analyze(&self.store, &desired, &config);
+        let report = crate::analyze::analyze(&self.store, &policy, &config);
         let path = self.cfg.state_dir.join(state::ANALYSIS_FILE);
         if let Err(e) = state::write_json(&path, &report, true) {
             warn!(error = %e, path = %path.display(), "cannot write the analysis");
         }
         debug!(ms = started.elapsed().as_secs_f64() * 1000.0, objects = self.store.len(), "compiled");
-        self.desired = Some(desired);
+        self.policy = Some(policy);
+    }
+
+    /// The compiled policy with the current host addresses.
+    fn bind(&mut self) {
+        let Some(policy) = &self.policy else { return };
+        let started = Instant::now();
+        self.desired = Some(compiler::bind(policy, &self.resolver.published().addresses));
+        debug!(ms = started.elapsed().as_secs_f64() * 1000.0, "bound");
     }
 
     /// Sends a Kubernetes Event for each new problem (an invalid field, a
@@ -531,6 +557,7 @@ impl Agent {
         status.gateways = explain.gateways.clone();
         status.external_hosts = explain.external_hosts.clone();
         status.osm = explain.osm.clone();
+        status.ignored = desired.ignored.clone();
         status.hosts = self.resolver.published().status;
         status.cluster_cidrs = cluster_cidrs(&self.cfg.cluster_cidrs, &self.store).0.iter().map(|c| c.to_string()).collect();
         status.cluster_cidrs_from = self.cidr_origin.clone();

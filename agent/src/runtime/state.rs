@@ -99,6 +99,9 @@ pub struct StatusFile {
     /// How long the last apply (map writes) took.
     #[serde(default)]
     pub last_apply_ms: f64,
+    /// Objects set aside under the trust rules (they widen nothing).
+    #[serde(default)]
+    pub ignored: Vec<crate::desired::Ignored>,
     /// The last failed apply, until one succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -144,6 +147,7 @@ impl StatusFile {
             sync: BTreeMap::new(),
             event_to_map: LatencySummary::default(),
             last_apply_ms: 0.0,
+            ignored: Vec::new(),
             last_error: None,
         }
     }
