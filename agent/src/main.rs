@@ -164,6 +164,9 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// What the pinned maps hold, independent of the ids the agent chose (JSON).
+    #[command(hide = true)]
+    Maps,
     /// Per-packet cost of the egress program (BPF_PROG_TEST_RUN).
     #[command(hide = true)]
     BenchDatapath {
@@ -331,6 +334,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let trust = cli::analyze::Trust { trusted_namespaces, osm_namespace };
             cli::analyze::run(cli::analyze::Source::from_flags(manifests, cluster_cidrs, trust, state_dir)?, output)
         }
+        Command::Maps => cli::maps_dump::run(&cli.bpffs),
         Command::BenchDatapath { prefixes, repeat } => cli::bench::run(&cli.bpffs, prefixes, repeat),
     }
 }

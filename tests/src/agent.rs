@@ -36,6 +36,9 @@ pub struct AgentConfig {
     /// `--source kubernetes --kubeconfig FILE` (cluster ranges learned from
     /// the API server) instead of `--source files --manifests`.
     pub kubeconfig: Option<PathBuf>,
+    /// With the files source, pass the harness's `--cluster-cidr` ranges
+    /// (false: the agent learns them from Node and ServiceCIDR objects).
+    pub cluster_cidr_flags: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,8 +84,10 @@ impl Agent {
         match &self.cfg.kubeconfig {
             None => {
                 c.args(["agent", "--source", "files", "--manifests"]).arg(&self.cfg.manifests);
-                for cidr in crate::pods::CLUSTER_CIDRS {
-                    c.args(["--cluster-cidr", cidr]);
+                if self.cfg.cluster_cidr_flags {
+                    for cidr in crate::pods::CLUSTER_CIDRS {
+                        c.args(["--cluster-cidr", cidr]);
+                    }
                 }
             }
             Some(kc) => {
