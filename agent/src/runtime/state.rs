@@ -42,7 +42,7 @@ pub struct WorkloadStatus {
 }
 
 /// The source's state for one kind of object.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindSync {
     /// The initial list is done.
     pub synced: bool,
@@ -59,6 +59,13 @@ pub struct KindSync {
 
 fn yes() -> bool {
     true
+}
+
+/// Served until the source says otherwise (the files source never does).
+impl Default for KindSync {
+    fn default() -> Self {
+        Self { synced: false, served: true, errors: 0, last_error: None }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
