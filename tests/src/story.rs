@@ -217,6 +217,7 @@ impl Story {
             netns,
             exec_in_bin: self.e2e_bin.clone(),
             kubeconfig: None,
+            extra_args: Vec::new(),
         }
     }
 

@@ -88,6 +88,7 @@ fn start_agent_as_service_account(edit: impl Fn(&mut Value)) -> Run {
         netns: None,
         exec_in_bin: Path::new(env!("CARGO_BIN_EXE_tollgate-e2e")).to_path_buf(),
         kubeconfig: Some(kubeconfig),
+        extra_args: Vec::new(),
     };
     let agent = Agent::start(cfg).expect("agent");
     Run { agent, _cgroups: cgroups, _dir: dir, api }
