@@ -11,6 +11,7 @@ pub mod compiler;
 pub mod datapath;
 pub mod desired;
 pub mod explain;
+pub mod logs;
 pub mod model;
 pub mod resolver;
 pub mod runtime;

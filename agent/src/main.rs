@@ -155,12 +155,15 @@ fn default_trusted() -> Vec<String> {
     ["istio-system", "kube-system", "osm-system", "tollgate-system"].map(String::from).to_vec()
 }
 
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`). JSON lines
+/// have flat keys (`level`, `time`, `component`, `message`, `object`, ...):
+/// see [`tollgate::logs`].
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.event_format(tollgate::logs::JsonLines).init(),
         LogFormat::Text => builder.init(),
     }
 }
