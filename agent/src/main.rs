@@ -169,6 +169,13 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Installed as `kubectl-tollgate`, the binary is the kubectl plugin.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if cli::kubectl::invoked_as_plugin(&argv0.to_string_lossy()) {
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        return ExitCode::from(cli::kubectl::main(&args).clamp(0, 255) as u8);
+    }
     // Usage errors are bad input (exit 1), not clap's default 2, which
     // the contract keeps for "environment not ready".
     let cli = match Cli::try_parse() {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod counters;
 pub mod error;
 pub mod flows;
+pub mod kubectl;
 pub mod output;
 pub mod status;
 pub mod verify;
