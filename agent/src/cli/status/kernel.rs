@@ -71,7 +71,7 @@ fn obj_info(fd: &OwnedFd, info: &mut [u64; 32]) -> io::Result<()> {
 
 fn u32_at(buf: &[u64; 32], offset: usize) -> u32 {
     let word = buf[offset / 8];
-    if offset % 8 == 0 {
+    if offset.is_multiple_of(8) {
         word as u32
     } else {
         (word >> 32) as u32
