@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod desired;
 pub mod explain;
 pub mod metrics;
+pub mod logs;
 pub mod model;
 pub mod resolver;
 pub mod runtime;

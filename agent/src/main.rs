@@ -182,17 +182,27 @@ fn default_trusted() -> Vec<String> {
     ["istio-system", "kube-system", "osm-system", "tollgate-system"].map(String::from).to_vec()
 }
 
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`). JSON lines
+/// have flat keys (`level`, `time`, `component`, `message`, `object`, ...):
+/// see [`tollgate::logs`].
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.event_format(tollgate::logs::JsonLines).init(),
         LogFormat::Text => builder.init(),
     }
 }
 
 fn main() -> ExitCode {
+    // Installed as `kubectl-tollgate`, the binary is the kubectl plugin.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if cli::kubectl::invoked_as_plugin(&argv0.to_string_lossy()) {
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        return ExitCode::from(cli::kubectl::main(&args).clamp(0, 255) as u8);
+    }
     // Usage errors are bad input (exit 1), not clap's default 2, which
     // the contract keeps for "environment not ready".
     let cli = match Cli::try_parse() {

@@ -33,5 +33,14 @@ func apiServerFlags(s *state, serviceRange string) []string {
 		// Endpoints object may not hold.
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
+		// Exec, attach, logs and port-forward go to the kubelet of the pod's
+		// Node. No kubelet runs, but a test may start a fake one
+		// (`tollgate-apiserver kubelet`, kubelet.go): the API server verifies
+		// its certificate with the CA and presents its own client certificate,
+		// and dials the Node's InternalIP (127.0.0.1) only.
+		"--kubelet-certificate-authority=" + s.caCertPath(),
+		"--kubelet-client-certificate=" + s.kubeletClientCertPath(),
+		"--kubelet-client-key=" + s.kubeletClientKeyPath(),
+		"--kubelet-preferred-address-types=InternalIP",
 	}
 }

@@ -4,6 +4,11 @@
 // README.md for what that leaves out.
 //
 //	tollgate-apiserver --dir DIR [--port N] [-- extra kube-apiserver flags]
+//	tollgate-apiserver kubelet --dir DIR --node NAME --allow CMD=PATH...
+//
+// The second form is a fake kubelet for exec (kubelet.go): it serves the
+// kubelet's exec endpoint for the pods of one Node of the server in DIR and
+// runs the allowed commands on this machine.
 //
 // DIR holds the etcd data, the keys, the admin token and DIR/kubeconfig; the
 // ports chosen on the first start are recorded there and reused, so a second
@@ -34,6 +39,13 @@ import (
 const readyTimeout = 3 * time.Minute
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "kubelet" {
+		if err := runKubelet(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "tollgate-apiserver kubelet: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "tollgate-apiserver: %v\n", err)
 		os.Exit(1)

@@ -21,7 +21,8 @@ import (
 const certValidity = 10 * 365 * 24 * time.Hour
 
 // ensurePKI creates, once, a CA, a serving certificate for 127.0.0.1 signed
-// by it, and the key that signs and verifies ServiceAccount tokens.
+// by it, the API server's client certificate towards kubelets, and the key
+// that signs and verifies ServiceAccount tokens.
 func ensurePKI(s *state) error {
 	if !exists(s.caCertPath()) || !exists(s.caKeyPath()) {
 		if err := createCA(s); err != nil {
@@ -32,6 +33,11 @@ func ensurePKI(s *state) error {
 	}
 	if !exists(s.servingCertPath()) || !exists(s.servingKeyPath()) {
 		if err := createServingCert(s); err != nil {
+			return err
+		}
+	}
+	if !exists(s.kubeletClientCertPath()) || !exists(s.kubeletClientKeyPath()) {
+		if err := createKubeletClientCert(s); err != nil {
 			return err
 		}
 	}
@@ -71,6 +77,39 @@ func createServingCert(s *state) error {
 			"kubernetes.default.svc.cluster.local"},
 	}
 	return issue(tmpl, caCert, caKey, s.servingCertPath(), s.servingKeyPath())
+}
+
+// createKubeletClientCert issues the certificate kube-apiserver presents to
+// kubelets (--kubelet-client-certificate), as kubeadm's
+// apiserver-kubelet-client.
+func createKubeletClientCert(s *state) error {
+	caCert, caKey, err := loadCA(s)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"kubeadm:cluster-admins"}},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return issue(tmpl, caCert, caKey, s.kubeletClientCertPath(), s.kubeletClientKeyPath())
+}
+
+// createKubeletServingCert issues a fake kubelet's serving certificate for
+// 127.0.0.1 (the InternalIP of its Node), as a kubelet's own.
+func createKubeletServingCert(s *state, node string) error {
+	caCert, caKey, err := loadCA(s)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "system:node:" + node, Organization: []string{"system:nodes"}},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:    []string{node},
+	}
+	return issue(tmpl, caCert, caKey, s.kubeletCertPath(node), s.kubeletKeyPath(node))
 }
 
 // issue makes a new P-256 key and a certificate for it from tmpl, signed by

@@ -38,6 +38,16 @@ func (s *state) tokenFilePath() string         { return s.path("tokens.csv") }
 func (s *state) kubeconfigPath() string        { return s.path("kubeconfig") }
 func (s *state) url() string                   { return fmt.Sprintf("https://127.0.0.1:%d", s.ports.APIServer) }
 
+// The API server's client certificate towards kubelets (exec, logs), and
+// the serving certificate of a fake kubelet (kubelet.go); both signed by
+// the CA, which the API server uses to verify kubelets.
+func (s *state) kubeletClientCertPath() string { return s.path("pki/apiserver-kubelet-client.crt") }
+func (s *state) kubeletClientKeyPath() string  { return s.path("pki/apiserver-kubelet-client.key") }
+func (s *state) kubeletCertPath(node string) string {
+	return s.path("pki/kubelet-" + node + ".crt")
+}
+func (s *state) kubeletKeyPath(node string) string { return s.path("pki/kubelet-" + node + ".key") }
+
 // loadOrCreateState reads the state in dir, creating what is missing. Ports
 // given non-zero in want replace the recorded ones.
 func loadOrCreateState(dir string, want ports) (*state, error) {

@@ -39,6 +39,8 @@ pub struct AgentConfig {
     /// With the files source, pass the harness's `--cluster-cidr` ranges
     /// (false: the agent learns them from Node and ServiceCIDR objects).
     pub cluster_cidr_flags: bool,
+    /// More flags for the agent (e.g. `--log-format json`).
+    pub extra_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,6 +101,7 @@ impl Agent {
         if let Some(r) = &self.cfg.resolv_conf {
             c.arg("--resolv-conf").arg(r);
         }
+        c.args(&self.cfg.extra_args);
         c
     }
 
@@ -187,9 +190,32 @@ impl Agent {
         run_capture(c, Duration::from_secs(20))
     }
 
+    /// Runs `tollgate --bpffs X --state-dir Y ARGS` whatever its exit code:
+    /// (exit code, stdout, stderr).
+    pub fn cli_output(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        let mut c = self.base();
+        c.args(args).stdin(std::process::Stdio::null());
+        let out = c.output().with_context(|| format!("running tollgate {args:?}"))?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// The agent's log files (agent-1.log, agent-2.log after a restart, ...).
+    pub fn log_files(&self) -> &[PathBuf] {
+        &self.logs
+    }
+
+    /// `status -o json`, whether its checks pass (exit 0) or some fail
+    /// (exit 1: the JSON is printed all the same).
     pub fn status(&self) -> Result<Value> {
-        let out = self.cli(&["status", "-o", "json"])?;
-        serde_json::from_str(&out).with_context(|| format!("parsing status JSON: {out}"))
+        let (code, out, err) = self.cli_output(&["status", "-o", "json"])?;
+        if code != 0 && code != 1 {
+            bail!("tollgate status exited {code}: {}", err.trim());
+        }
+        serde_json::from_str(&out).with_context(|| format!("parsing status JSON (exit {code}): {out}{err}"))
     }
 
     pub fn generation(&self) -> Result<u64> {

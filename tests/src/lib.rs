@@ -10,6 +10,7 @@ pub mod checks;
 pub mod connect_watch;
 pub mod deploy;
 pub mod dns;
+pub mod fake_kubelet;
 pub mod kube_story;
 pub mod manifests;
 pub mod pods;

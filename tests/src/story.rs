@@ -218,6 +218,7 @@ impl Story {
             exec_in_bin: self.e2e_bin.clone(),
             kubeconfig: None,
             cluster_cidr_flags: true,
+            extra_args: Vec::new(),
         }
     }
 

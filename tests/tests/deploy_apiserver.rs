@@ -89,6 +89,7 @@ fn start_agent_as_service_account(edit: impl Fn(&mut Value)) -> Run {
         exec_in_bin: Path::new(env!("CARGO_BIN_EXE_tollgate-e2e")).to_path_buf(),
         kubeconfig: Some(kubeconfig),
         cluster_cidr_flags: false,
+        extra_args: Vec::new(),
     };
     let agent = Agent::start(cfg).expect("agent");
     Run { agent, _cgroups: cgroups, _dir: dir, api }

@@ -147,9 +147,7 @@ fn the_istio_story_on_a_real_api_server() {
     .expect("old uid");
     ks.delete_pod("test-egress", "sleep").expect("delete the pod");
     ks.wait_pod_gone("test-egress", "sleep", SEEN).expect("pod deleted");
-    let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: sleep, namespace: test-egress, labels: {{app: sleep}}}}\nspec:\n  nodeName: node-1\n  containers: [{{name: sleep, image: curlimages/curl}}]\n"
-    );
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: sleep, namespace: test-egress, labels: {app: sleep}}\nspec:\n  nodeName: node-1\n  containers: [{name: sleep, image: curlimages/curl}]\n".to_owned();
     ks.api.apply_yaml(&pod).expect("re-create the pod");
     set_pod_status(&ks.api, "test-egress", "sleep", &serde_json::json!({"phase": "Running", "podIP": "10.244.0.10", "podIPs": [{"ip": "10.244.0.10"}, {"ip": "fd00:10:244::10"}]})).expect("status");
     let uids = tollgate_e2e::kube_story::pod_uids(&ks.api).expect("uids");

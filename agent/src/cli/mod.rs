@@ -6,6 +6,7 @@ pub mod counters;
 pub mod error;
 pub mod flows;
 pub mod maps_dump;
+pub mod kubectl;
 pub mod output;
 pub mod status;
 pub mod verify;

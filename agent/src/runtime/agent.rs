@@ -153,6 +153,8 @@ struct Agent {
     reported: BTreeSet<(String, String, String)>,
     /// When the status was last written while waiting for the first apply.
     waiting_status: Option<Instant>,
+    /// When the status was last rewritten as a heartbeat.
+    beat: Instant,
 }
 
 impl Agent {
@@ -225,6 +227,7 @@ impl Agent {
             events,
             reported: BTreeSet::new(),
             waiting_status: None,
+            beat: Instant::now(),
         })
     }
 
@@ -301,6 +304,8 @@ impl Agent {
         self.metrics.health().beat();
         if self.status.generation == 0 {
             self.write_waiting_status();
+        } else if self.beat.elapsed() >= state::HEARTBEAT {
+            self.write_heartbeat();
         }
         let Some(dp) = self.datapath.as_mut() else { return };
         dp.flush_kernel_log();
@@ -355,6 +360,17 @@ impl Agent {
         status.updated_at = super::time::now_rfc3339();
         let path = self.cfg.state_dir.join(state::STATUS_FILE);
         if let Err(e) = status.write(&path) {
+            warn!(path = %path.display(), error = %e, "cannot write the status");
+        }
+    }
+
+    /// Rewrites the status with a new `heartbeat_at`: `status` tells a
+    /// live agent from a stuck or dead one by it.
+    fn write_heartbeat(&mut self) {
+        self.beat = Instant::now();
+        self.status.beat();
+        let path = self.cfg.state_dir.join(state::STATUS_FILE);
+        if let Err(e) = self.status.write(&path) {
             warn!(path = %path.display(), error = %e, "cannot write the status");
         }
     }
@@ -531,6 +547,13 @@ impl Agent {
         }
         self.metrics.set_enforced_pods(PodModes::count(desired.workloads.values().map(|w| w.mode)));
         self.dirty_apply = false;
+        self.beat = done;
+        let created: BTreeMap<&str, String> = self
+            .store
+            .pods
+            .iter()
+            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p.metadata.creation_timestamp.as_ref()?.0.to_string())))
+            .collect();
         let workloads = desired
             .workloads
             .iter()
@@ -546,6 +569,7 @@ impl Agent {
                     policy: w.policy,
                     workload_id: registered.get(uid).map(|r| r.id).unwrap_or(0),
                     cgroups: registered.get(uid).map(|r| r.cgroups).unwrap_or(0),
+                    since: created.get(uid.as_str()).cloned(),
                     sources: why.map(|w| w.sources.clone()).unwrap_or_default(),
                 }
             })

@@ -17,6 +17,9 @@ pub const EXPLAIN_FILE: &str = "explain.json";
 pub const ANALYSIS_FILE: &str = "analysis.json";
 /// Resolved host addresses with their expiries, for the next agent.
 pub const HOSTS_FILE: &str = "hosts.json";
+/// How often a running agent rewrites its status (`heartbeat_at`), so that
+/// `status` tells a live agent from a stuck or dead one.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkloadStatus {
@@ -30,12 +33,16 @@ pub struct WorkloadStatus {
     pub workload_id: u32,
     /// Cgroups found for the pod on this node (0: not running here yet).
     pub cgroups: usize,
+    /// The pod's `metadata.creationTimestamp`, else when this agent first
+    /// listed it (RFC 3339): how long a pod has been without a cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     #[serde(flatten)]
     pub sources: PolicySources,
 }
 
 /// The source's state for one kind of object.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindSync {
     /// The initial list is done.
     pub synced: bool,
@@ -52,6 +59,13 @@ pub struct KindSync {
 
 fn yes() -> bool {
     true
+}
+
+/// Served until the source says otherwise (the files source never does).
+impl Default for KindSync {
+    fn default() -> Self {
+        Self { synced: false, served: true, errors: 0, last_error: None }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +119,10 @@ pub struct StatusFile {
     /// The last failed apply, until one succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the agent last rewrote this file (every [`HEARTBEAT`]); empty
+    /// from agents that predate it.
+    #[serde(default)]
+    pub heartbeat_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +167,7 @@ impl StatusFile {
             last_apply_ms: 0.0,
             ignored: Vec::new(),
             last_error: None,
+            heartbeat_at: now_rfc3339(),
         }
     }
 
@@ -162,6 +181,13 @@ impl StatusFile {
     ) {
         self.generation += 1;
         self.updated_at = now_rfc3339();
+        self.heartbeat_at = self.updated_at.clone();
+        // A pod keeps the time it was first listed across applies.
+        let mut workloads = workloads;
+        for w in workloads.iter_mut().filter(|w| w.since.is_none()) {
+            let before = self.workloads.iter().find(|o| o.uid == w.uid).and_then(|o| o.since.clone());
+            w.since = Some(before.unwrap_or_else(|| self.updated_at.clone()));
+        }
         self.workloads = workloads;
         self.rule_entries = rule_entries;
         self.pods = pods;
@@ -176,6 +202,11 @@ impl StatusFile {
                 source: d.source.clone(),
             })
             .collect();
+    }
+
+    /// Marks the file as rewritten now by a live agent.
+    pub fn beat(&mut self) {
+        self.heartbeat_at = now_rfc3339();
     }
 
     /// Writes atomically (temp file + rename).

@@ -1,0 +1,107 @@
+//! `status` as text: the checklist first, then what the agent applied.
+use std::fmt::Write as _;
+
+use super::check::{overall, Check, Outcome};
+use crate::runtime::state::StatusFile;
+
+/// The checklist, one line per check, its items and hint indented below.
+pub fn checklist(checks: &[Check], file: Option<&StatusFile>) -> String {
+    let mut out = String::new();
+    if let Some(s) = file {
+        let _ = writeln!(
+            out,
+            "Tollgate on node {}: source {}, bpffs {}, agent pid {}\n",
+            s.node.as_deref().unwrap_or("(all)"),
+            s.source,
+            s.bpffs,
+            s.pid
+        );
+    }
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for c in checks {
+        let _ = writeln!(out, "{}  {:<width$}  {}", c.result.label(), c.name, c.detail);
+        for item in &c.items {
+            let _ = writeln!(out, "      {:<width$}    {item}", "");
+        }
+        if c.result != Outcome::Pass && !c.hint.is_empty() {
+            let _ = writeln!(out, "      {:<width$}  → {}", "", c.hint);
+        }
+    }
+    let count = |o: Outcome| checks.iter().filter(|c| c.result == o).count();
+    let _ = writeln!(
+        out,
+        "\n{}: {} passed, {} warnings, {} failed",
+        match overall(checks) {
+            Outcome::Pass => "OK",
+            Outcome::Warn => "OK with warnings",
+            Outcome::Fail => "FAILED",
+        },
+        count(Outcome::Pass),
+        count(Outcome::Warn),
+        count(Outcome::Fail)
+    );
+    out
+}
+
+/// What the agent applied: pods, the policies behind them, gateways,
+/// external hosts, resolved names, every diagnostic.
+pub fn details(file: &StatusFile) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n{:<16} {:<28} {:<8} {:<8} {:>7}", "NAMESPACE", "POD", "MODE", "GATEWAY", "CGROUPS");
+    for w in &file.workloads {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<28} {:<8} {:<8} {:>7}",
+            w.namespace,
+            w.pod,
+            w.mode.as_str(),
+            if w.gateway { "yes" } else { "" },
+            w.cgroups
+        );
+    }
+    let policies: Vec<_> = file
+        .workloads
+        .iter()
+        .filter(|w| !w.sources.network_policies.is_empty() || !w.sources.mesh_egress.is_empty() || w.sources.registry_only.is_some())
+        .collect();
+    if !policies.is_empty() {
+        let _ = writeln!(out, "\npolicies:");
+        for w in policies {
+            let mut parts = Vec::new();
+            if !w.sources.network_policies.is_empty() {
+                parts.push(format!("NetworkPolicy {}", w.sources.network_policies.join(", ")));
+            }
+            if !w.sources.mesh_egress.is_empty() {
+                parts.push(format!("OSM Egress {} (ServiceAccount {})", w.sources.mesh_egress.join(", "), w.sources.service_account));
+            }
+            if let Some(sidecar) = &w.sources.registry_only {
+                parts.push(format!("Istio {sidecar}: outboundTrafficPolicy REGISTRY_ONLY"));
+            }
+            let _ = writeln!(out, "  {}/{}: {}", w.namespace, w.pod, parts.join("; "));
+        }
+    }
+    if !file.external_hosts.is_empty() {
+        let _ = writeln!(out, "\nexternal ServiceEntry hosts (reachable from enforced pods only through the egress gateway):");
+        for (host, entries) in &file.external_hosts {
+            let _ = writeln!(out, "  {host}: {}", entries.join(", "));
+        }
+    }
+    if !file.hosts.is_empty() {
+        let _ = writeln!(out, "\nresolved hosts:");
+        for h in &file.hosts {
+            let state = match &h.error {
+                Some(e) => format!(" (last lookup failed: {e})"),
+                None => String::new(),
+            };
+            let addrs = if h.addresses.is_empty() { "-".to_owned() } else { h.addresses.join(", ") };
+            let _ = writeln!(out, "  {}: {addrs}{state}", h.host);
+        }
+    }
+    if !file.diagnostics.is_empty() {
+        let _ = writeln!(out, "\nproblems in the cluster's objects:");
+        for d in &file.diagnostics {
+            let _ = writeln!(out, "  {} {}: field {}: {}", d.severity, d.object, d.field, d.message);
+        }
+    }
+    out
+}
