@@ -34,6 +34,10 @@ pub const LINT_PACKAGES: &[&str] = &["rust-web-clippy"];
 /// the image archive back.
 pub const DEPLOY_TEST_PACKAGES: &[&str] = &["prometheus", "skopeo"];
 
+/// For `cargo xtask bench throughput` only: the firewalls Tollgate is
+/// compared with.
+pub const BENCH_PACKAGES: &[&str] = &["iptables", "nftables"];
+
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -46,6 +50,8 @@ pub enum Need {
     All,
     /// `cargo xtask test`: as `All`, plus Debian's clippy for the kernel crate.
     Test,
+    /// `cargo xtask bench throughput`: as `All`, plus iptables and nftables.
+    Bench,
 }
 
 impl Need {
@@ -54,6 +60,9 @@ impl Need {
         if self == Need::Test {
             p.extend_from_slice(LINT_PACKAGES);
             p.extend_from_slice(DEPLOY_TEST_PACKAGES);
+        }
+        if self == Need::Bench {
+            p.extend_from_slice(BENCH_PACKAGES);
         }
         p
     }
