@@ -95,7 +95,7 @@ pub fn mode(i: usize) -> Option<&'static str> {
 }
 
 pub fn namespace(i: usize, team: usize) -> Value {
-    let mut labels = json!({"team": format!("t{team}"), "env": if i % 3 == 0 { "staging" } else { "prod" }});
+    let mut labels = json!({"team": format!("t{team}"), "env": if i.is_multiple_of(3) { "staging" } else { "prod" }});
     if let Some(m) = mode(i) {
         labels["tollgate.dev/egress"] = json!(m);
     }
@@ -108,7 +108,7 @@ pub fn pod(i: usize, node: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("pod-{i}"), "namespace": ns, "uid": pod_uid(i),
-                     "labels": {"app": format!("app-{}", i / PODS_PER_SERVICE), "tier": if i % 3 == 0 { "web" } else { "db" }}},
+                     "labels": {"app": format!("app-{}", i / PODS_PER_SERVICE), "tier": if i.is_multiple_of(3) { "web" } else { "db" }}},
         "spec": {"nodeName": node, "serviceAccountName": "default",
                  "containers": [{"name": "app", "image": "app:1", "ports": [{"name": "http", "containerPort": 8080}]}]},
         "status": {"phase": "Running", "qosClass": "BestEffort", "podIP": pod_ip(i).to_string(), "podIPs": [{"ip": pod_ip(i).to_string()}]},

@@ -23,17 +23,21 @@ pub struct Options {
     pub slice: Duration,
     pub runs: usize,
     pub kinds: Vec<Kind>,
+    /// The filters compared with no filter.
+    pub filters: Vec<Filter>,
 }
 
 impl Options {
     pub fn full() -> Options {
-        Options { sizes: world::SIZES.to_vec(), rounds: 5, slice: Duration::from_millis(1000), runs: 2, kinds: Kind::ALL.to_vec() }
+        Options { sizes: world::SIZES.to_vec(), rounds: 5, slice: Duration::from_millis(1000), runs: 2, kinds: Kind::ALL.to_vec(), filters: FILTERS.to_vec() }
     }
 
     pub fn quick() -> Options {
-        Options { sizes: vec![10], rounds: 2, slice: Duration::from_millis(200), runs: 1, kinds: Kind::ALL.to_vec() }
+        Options { sizes: vec![10], rounds: 2, slice: Duration::from_millis(200), runs: 1, kinds: Kind::ALL.to_vec(), filters: FILTERS.to_vec() }
     }
 }
+
+pub const FILTERS: [Filter; 3] = [Filter::Tollgate, Filter::Iptables, Filter::Nftables];
 
 /// One slice, recorded.
 #[derive(Clone, Debug, Serialize)]
@@ -82,8 +86,7 @@ impl Rng {
 }
 
 pub fn run(e2e_bin: &Path, tollgate_bin: &Path, opts: &Options, json: Option<&Path>) -> Result<()> {
-    let filters = [Filter::Tollgate, Filter::Iptables, Filter::Nftables];
-    let setups = world::setups(&opts.sizes, &filters)?;
+    let setups = world::setups(&opts.sizes, &opts.filters)?;
     eprintln!("[bench] building {} setups (netns, cgroups, firewalls, agent)", setups.len());
     let t = Instant::now();
     let w = World::build(e2e_bin, tollgate_bin, setups)?;

@@ -33,7 +33,7 @@ pub const BENCH_NS: &str = "bench";
 /// 1,024 peers).
 const PEERS_PER_RULE: usize = 1_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Filter {
     None,

@@ -3,7 +3,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
 use std::time::Duration;
-use tollgate_e2e::bench::{control_plane, load::Kind, prog_stats, throughput};
+use tollgate_e2e::bench::{control_plane, events, files_source, load::Kind, prog_stats, synth, throughput, world::Filter};
 
 #[derive(Subcommand)]
 pub enum Part {
@@ -27,6 +27,20 @@ pub enum Part {
         /// Kinds of traffic [default: all].
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<Kind>,
+        /// Filters compared with no filter [default: tollgate,iptables,nftables].
+        #[arg(long, value_delimiter = ',')]
+        filters: Vec<Filter>,
+    },
+    /// Write a synthetic cluster of PODS pods as YAML (one file per
+    /// namespace) into DIR, for `tollgate verify/analyze --manifests` or a
+    /// profiler; with --big-policy, the 10,000-ipBlock NetworkPolicy too.
+    Synth {
+        #[arg(long)]
+        pods: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        big_policy: bool,
     },
     /// run_time_ns / run_cnt of the agent's attached programs during real traffic.
     ProgStats {
@@ -79,16 +93,21 @@ impl Common {
 }
 
 pub fn run(part: Part) -> Result<()> {
-    tollgate_e2e::util::require_environment();
+    if !matches!(part, Part::Synth { .. }) {
+        tollgate_e2e::util::require_environment();
+    }
     let me = std::env::current_exe()?;
     match part {
-        Part::Throughput { common, sizes, rounds, slice_ms, runs, kinds } => {
+        Part::Throughput { common, sizes, rounds, slice_ms, runs, kinds, filters } => {
             let mut o = if common.quick { throughput::Options::quick() } else { throughput::Options::full() };
             if !sizes.is_empty() {
                 o.sizes = sizes;
             }
             if !kinds.is_empty() {
                 o.kinds = kinds;
+            }
+            if !filters.is_empty() {
+                o.filters = filters;
             }
             o.rounds = rounds.unwrap_or(o.rounds).max(1);
             o.runs = runs.unwrap_or(o.runs).max(1);
@@ -106,6 +125,16 @@ pub fn run(part: Part) -> Result<()> {
             o.big_edits = big_edits.unwrap_or(o.big_edits);
             o.apiserver_pods = apiserver_pods.unwrap_or(o.apiserver_pods);
             control_plane::run(&me, &common.tollgate(), &o, common.json.as_deref())
+        }
+        Part::Synth { pods, out, big_policy } => {
+            let c = synth::cluster(pods);
+            let mut d = files_source::FilesDriver::write(&c, &out)?;
+            if big_policy {
+                let ns = events::local_enforced_namespaces(&c).first().copied().unwrap_or(0);
+                events::Driver::apply(&mut d, &events::Change::BigPolicy { ns, shift: 0 })?;
+            }
+            println!("{} objects in {} files under {} (--cluster-cidr {})", c.objects(), c.groups.len(), out.display(), synth::CLUSTER_CIDRS.join(" --cluster-cidr "));
+            Ok(())
         }
         Part::ProgStats { common, n, ms } => {
             let ms = ms.unwrap_or(if common.quick { 300 } else { 2000 });
