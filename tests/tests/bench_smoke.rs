@@ -50,7 +50,8 @@ fn throughput_quick_measures_every_setup_and_kind() {
         assert!(rate > 0.0, "no traffic measured: {c}");
         assert!(ratio > 0.0 && ratio.is_finite(), "bad ratio: {c}");
         if c["filter"] == "none" {
-            assert_eq!(ratio, 1.0, "the baseline is its own reference: {c}");
+            // Each baseline slice against the mean of the round's two.
+            assert!(ratio > 0.25 && ratio < 4.0, "the baseline is (about) its own reference: {c}");
         }
     }
 }

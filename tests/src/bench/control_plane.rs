@@ -32,14 +32,17 @@ pub struct Options {
     pub big_edits: usize,
     /// Pods in the API server (0: skip that part).
     pub apiserver_pods: usize,
+    /// How long one change may take to reach the maps; a run stops at the
+    /// first change that takes longer.
+    pub timeout: Duration,
 }
 
 impl Options {
     pub fn full() -> Options {
-        Options { sizes: vec![1_000, 10_000, 50_000, 150_000], per_kind: 10, big_edits: 3, apiserver_pods: 50_000 }
+        Options { sizes: vec![1_000, 10_000, 50_000, 150_000], per_kind: 10, big_edits: 3, apiserver_pods: 50_000, timeout: Duration::from_secs(300) }
     }
     pub fn quick() -> Options {
-        Options { sizes: vec![1_000], per_kind: 3, big_edits: 1, apiserver_pods: 1_000 }
+        Options { sizes: vec![1_000], per_kind: 3, big_edits: 1, apiserver_pods: 1_000, timeout: Duration::from_secs(300) }
     }
 }
 
@@ -70,24 +73,41 @@ fn enable_compile_log() {
     unsafe { std::env::set_var("RUST_LOG", observe::RUST_LOG) };
 }
 
+/// Runs every size; a size that fails is reported (and the whole run
+/// fails at the end) without losing the figures of the others.
 pub fn run(e2e_bin: &Path, tollgate_bin: &Path, opts: &Options, json: Option<&Path>) -> Result<()> {
     enable_compile_log();
     let mut results = Vec::new();
+    let mut failures = Vec::new();
+    let mut keep = |r: Result<SizeResult>, what: String| match r {
+        Ok(r) => {
+            print_partial(&r);
+            results.push(r);
+        }
+        Err(e) => {
+            eprintln!("[bench] {what} failed: {e:#}");
+            failures.push(format!("{what}: {e:#}"));
+        }
+    };
     for &pods in &opts.sizes {
         eprintln!("[bench] files source, {pods} pods");
-        results.push(files_run(e2e_bin, tollgate_bin, pods, opts).with_context(|| format!("files source, {pods} pods"))?);
-        print_partial(results.last());
+        keep(files_run(e2e_bin, tollgate_bin, pods, opts), format!("files source, {pods} pods"));
     }
     if opts.apiserver_pods > 0 {
         eprintln!("[bench] API server, {} pods", opts.apiserver_pods);
-        results.push(kube_run(e2e_bin, tollgate_bin, opts).with_context(|| format!("API server, {} pods", opts.apiserver_pods))?);
-        print_partial(results.last());
+        keep(kube_run(e2e_bin, tollgate_bin, opts), format!("API server, {} pods", opts.apiserver_pods));
     }
-    report(&results).emit(json)
+    let mut rep = report(&results, opts.timeout);
+    rep.notes.extend(failures.iter().map(|f| format!("FAILED: {f}")));
+    rep.emit(json)?;
+    if !failures.is_empty() {
+        anyhow::bail!("{} part(s) failed: {}", failures.len(), failures.join("; "));
+    }
+    Ok(())
 }
 
-fn print_partial(r: Option<&SizeResult>) {
-    if let Some(r) = r {
+fn print_partial(r: &SizeResult) {
+    {
         eprintln!(
             "[bench] {} {} pods: start-up {:.1}s, first compile {:.0} ms, VmHWM {}, maps {}",
             r.source,
@@ -139,7 +159,6 @@ fn agent_config(e2e_bin: &Path, tollgate_bin: &Path, dir: &Path, prefix: &str, c
 
 /// Start-up: the agent's first status generation.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(1800);
-const EVENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn files_run(e2e_bin: &Path, tollgate_bin: &Path, pods: usize, opts: &Options) -> Result<SizeResult> {
     let cluster = synth::cluster(pods);
@@ -149,7 +168,7 @@ fn files_run(e2e_bin: &Path, tollgate_bin: &Path, pods: usize, opts: &Options) -
     let cgroups = local_cgroups(&prefix, &cluster.local)?;
     let cfg = agent_config(e2e_bin, tollgate_bin, &dir.path, &prefix, &cgroups.root)?;
     let changes: Vec<Change> = events::small_changes(&cluster, opts.per_kind).into_iter().chain(events::big_changes(&cluster, opts.big_edits)).collect();
-    let r = measure_agent(cfg, "files", pods, cluster.objects(), None, &mut driver, &changes);
+    let r = measure_agent(cfg, "files", pods, cluster.objects(), None, &mut driver, &changes, opts.timeout);
     drop(cgroups);
     r
 }
@@ -173,7 +192,7 @@ fn kube_run(e2e_bin: &Path, tollgate_bin: &Path, opts: &Options) -> Result<SizeR
     cfg.kubeconfig = Some(api.kubeconfig());
     let mut driver = KubeDriver { rt: &rt, client };
     let changes: Vec<Change> = events::small_changes(&cluster, opts.per_kind).into_iter().chain(events::big_changes(&cluster, opts.big_edits)).collect();
-    let r = measure_agent(cfg, "API server", pods, loaded.objects, Some(loaded.seconds), &mut driver, &changes);
+    let r = measure_agent(cfg, "API server", pods, loaded.objects, Some(loaded.seconds), &mut driver, &changes, opts.timeout);
     drop(cgroups);
     drop(api);
     r
@@ -187,6 +206,7 @@ fn measure_agent(
     load_seconds: Option<f64>,
     driver: &mut dyn events::Driver,
     changes: &[Change],
+    timeout: Duration,
 ) -> Result<SizeResult> {
     let mut watch = StatusWatch::new(&cfg.state_dir);
     let bpffs = cfg.bpffs.clone();
@@ -195,7 +215,7 @@ fn measure_agent(
     watch.wait_above(0, STARTUP_TIMEOUT, || agent.check_alive())?;
     let startup_seconds = t.elapsed().as_secs_f64();
     eprintln!("[bench] first apply after {startup_seconds:.1}s; {} changes", changes.len());
-    let events = events::measure(&mut agent, &mut watch, driver, changes, EVENT_TIMEOUT)?;
+    let events = events::measure(&mut agent, &mut watch, driver, changes, timeout)?;
     let pid = agent.pid().context("the agent is not running")?;
     let (vm_hwm, vm_rss) = observe::memory(pid)?;
     let log = agent.log_path().map(Path::to_path_buf).context("no agent log")?;
@@ -217,7 +237,7 @@ fn fmt_ms(v: f64) -> String {
     }
 }
 
-fn report(results: &[SizeResult]) -> Report {
+fn report(results: &[SizeResult], timeout: Duration) -> Report {
     let mut overview = Table::new(
         "Control plane: start-up, full compile, memory",
         &["source", "pods", "objects", "start-up to first apply", "full compile (start-up)", "full compile p50 (per change)", "peak RSS (VmHWM)", "BPF maps (memlock)", "rule entries"],
@@ -254,6 +274,8 @@ fn report(results: &[SizeResult]) -> Report {
             let mine: Vec<&EventSample> = r.events.iter().filter(|e| e.kind == k).collect();
             let agent: Vec<f64> = mine.iter().map(|e| e.agent_ms).collect();
             let outside: Vec<f64> = mine.iter().map(|e| e.outside_ms).collect();
+            let timed_out = mine.iter().any(|e| e.timed_out);
+            let cell = |v: f64| if timed_out { format!("> {} (timed out)", fmt_ms(timeout.as_secs_f64() * 1e3)) } else { fmt_ms(v) };
             if k.starts_with("10,000") {
                 let apply: Vec<f64> = mine.iter().map(|e| e.apply_ms).collect();
                 big.row(vec![
@@ -261,10 +283,10 @@ fn report(results: &[SizeResult]) -> Report {
                     r.pods.to_string(),
                     k.into(),
                     mine.len().to_string(),
-                    fmt_ms(quantile(&agent, 0.5)),
-                    fmt_ms(quantile(&agent, 1.0)),
-                    fmt_ms(quantile(&outside, 0.5)),
-                    fmt_ms(quantile(&apply, 0.5)),
+                    cell(quantile(&agent, 0.5)),
+                    cell(quantile(&agent, 1.0)),
+                    cell(quantile(&outside, 0.5)),
+                    cell(quantile(&apply, 0.5)),
                 ]);
                 continue;
             }
@@ -274,10 +296,10 @@ fn report(results: &[SizeResult]) -> Report {
                 r.pods.to_string(),
                 k.into(),
                 mine.len().to_string(),
-                fmt_ms(quantile(&agent, 0.5)),
-                fmt_ms(quantile(&agent, 0.99)),
-                fmt_ms(quantile(&outside, 0.5)),
-                fmt_ms(quantile(&outside, 0.99)),
+                cell(quantile(&agent, 0.5)),
+                cell(quantile(&agent, 0.99)),
+                cell(quantile(&outside, 0.5)),
+                cell(quantile(&outside, 0.99)),
             ]);
         }
         let all_outside: Vec<f64> = r.events.iter().filter(|e| !e.kind.starts_with("10,000")).map(|e| e.outside_ms).collect();

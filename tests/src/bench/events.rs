@@ -67,6 +67,8 @@ pub struct EventSample {
     pub compile_ms: Vec<f64>,
     pub apply_ms: f64,
     pub rule_entries: u64,
+    /// No new generation within the timeout: the run stopped there.
+    pub timed_out: bool,
 }
 
 /// The namespaces that hold enforced pods of `node-1` (by index), so that
@@ -97,8 +99,12 @@ pub fn small_changes(c: &Cluster, per_kind: usize) -> Vec<Change> {
     out
 }
 
-/// Create the big policy, edit all its entries `edits` times, delete it.
+/// Create the big policy, edit all its entries `edits` times, delete it
+/// (nothing when `edits` is 0).
 pub fn big_changes(c: &Cluster, edits: usize) -> Vec<Change> {
+    if edits == 0 {
+        return Vec::new();
+    }
     let ns = local_enforced_namespaces(c).first().copied().unwrap_or(0);
     let mut out = vec![Change::BigPolicy { ns, shift: 0 }];
     for e in 1..=edits {
@@ -126,7 +132,23 @@ pub fn measure(agent: &mut Agent, watch: &mut StatusWatch, driver: &mut dyn Driv
         let gen = watch.generation();
         let t0 = Instant::now();
         driver.apply(ch).with_context(|| format!("making the change: {}", ch.kind()))?;
-        let seen = watch.wait_above(gen, timeout, || agent.check_alive()).with_context(|| format!("after {}", ch.kind()))?;
+        let seen = match watch.wait_above(gen, timeout, || agent.check_alive()) {
+            Ok(t) => t,
+            Err(e) => {
+                agent.check_alive()?;
+                eprintln!("[bench] {}: no map writes within {timeout:?}; the run stops here ({e:#})", ch.kind());
+                out.push(EventSample {
+                    kind: ch.kind(),
+                    outside_ms: timeout.as_secs_f64() * 1e3,
+                    agent_ms: f64::NAN,
+                    compile_ms: Vec::new(),
+                    apply_ms: f64::NAN,
+                    rule_entries: 0,
+                    timed_out: true,
+                });
+                break;
+            }
+        };
         let st = &watch.last;
         let (compile_ms, _) = observe::compile_times(&log, log_at);
         out.push(EventSample {
@@ -136,6 +158,7 @@ pub fn measure(agent: &mut Agent, watch: &mut StatusWatch, driver: &mut dyn Driv
             compile_ms,
             apply_ms: st["last_apply_ms"].as_f64().unwrap_or(f64::NAN),
             rule_entries: st["rule_entries"].as_u64().unwrap_or(0),
+            timed_out: false,
         });
     }
     Ok(out)

@@ -58,7 +58,12 @@ async fn create(client: &Client, mut obj: Value) -> Result<()> {
     let api = api_for(client, &obj)?;
     let n = name(&obj)?;
     let d: DynamicObject = serde_json::from_value(obj).context("decoding the object")?;
-    api.create(&PostParams::default(), &d).await.with_context(|| format!("creating {n}"))?;
+    match api.create(&PostParams::default(), &d).await {
+        Ok(_) => {}
+        // kube-system and default come with the server.
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("creating {n}"))),
+    }
     if let Some(s) = status {
         api.patch_status(&n, &PatchParams::default(), &Patch::Merge(json!({"status": s})))
             .await

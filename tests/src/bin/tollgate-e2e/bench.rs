@@ -58,18 +58,21 @@ pub enum Part {
     ControlPlane {
         #[command(flatten)]
         common: Common,
-        /// Cluster sizes in pods for the files source [default: 1000,10000,50000,150000; --quick: 1000].
+        /// Cluster sizes in pods for the files source; 0 for none [default: 1000,10000,50000,150000; --quick: 1000].
         #[arg(long, value_delimiter = ',')]
         sizes: Vec<usize>,
         /// Changes of each small kind per size [default: 10; --quick: 3].
         #[arg(long)]
         per_kind: Option<usize>,
-        /// Edits of the 10,000-ipBlock policy per size [default: 3; --quick: 1].
+        /// Edits of the 10,000-ipBlock policy per size; 0 leaves that policy out [default: 3; --quick: 1].
         #[arg(long)]
         big_edits: Option<usize>,
         /// Pods in the local API server; 0 skips it [default: 50000; --quick: 1000].
         #[arg(long)]
         apiserver_pods: Option<usize>,
+        /// Seconds one change may take to reach the maps; a run stops at the first that takes longer.
+        #[arg(long, default_value_t = 300)]
+        timeout_s: u64,
     },
 }
 
@@ -116,14 +119,16 @@ pub fn run(part: Part) -> Result<()> {
             }
             throughput::run(&me, &common.tollgate(), &o, common.json.as_deref())
         }
-        Part::ControlPlane { common, sizes, per_kind, big_edits, apiserver_pods } => {
+        Part::ControlPlane { common, sizes, per_kind, big_edits, apiserver_pods, timeout_s } => {
             let mut o = if common.quick { control_plane::Options::quick() } else { control_plane::Options::full() };
             if !sizes.is_empty() {
-                o.sizes = sizes;
+                // `--sizes 0`: the API server part only.
+                o.sizes = sizes.into_iter().filter(|s| *s > 0).collect();
             }
             o.per_kind = per_kind.unwrap_or(o.per_kind).max(1);
             o.big_edits = big_edits.unwrap_or(o.big_edits);
             o.apiserver_pods = apiserver_pods.unwrap_or(o.apiserver_pods);
+            o.timeout = Duration::from_secs(timeout_s.max(1));
             control_plane::run(&me, &common.tollgate(), &o, common.json.as_deref())
         }
         Part::Synth { pods, out, big_policy } => {
