@@ -54,7 +54,12 @@ async fn create(client: &Client, mut obj: Value) -> Result<()> {
     if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("uid");
     }
-    let status = if obj["kind"] == "Pod" { obj.as_object_mut().and_then(|o| o.remove("status")) } else { None };
+    let mut status = if obj["kind"] == "Pod" { obj.as_object_mut().and_then(|o| o.remove("status")) } else { None };
+    // The server derives qosClass from the containers' resources and
+    // refuses another value.
+    if let Some(m) = status.as_mut().and_then(Value::as_object_mut) {
+        m.remove("qosClass");
+    }
     let api = api_for(client, &obj)?;
     let n = name(&obj)?;
     let d: DynamicObject = serde_json::from_value(obj).context("decoding the object")?;
@@ -154,7 +159,10 @@ impl Driver for KubeDriver<'_> {
     fn apply(&mut self, change: &Change) -> Result<()> {
         match change {
             Change::PodAdded { index } => {
-                let pod = synth::pod(*index, "node-2");
+                let mut pod = synth::pod(*index, "node-2");
+                if let Some(m) = pod["status"].as_object_mut() {
+                    m.remove("qosClass");
+                }
                 let api = api_for(&self.client, &pod)?;
                 let n = name(&pod)?;
                 self.rt
