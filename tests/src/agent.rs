@@ -162,6 +162,11 @@ impl Agent {
         self.spawn()
     }
 
+    /// The log file of the current agent process.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.logs.last().map(PathBuf::as_path)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(|p| p.pid())
     }

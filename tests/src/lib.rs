@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod bench;
 pub mod burst;
 pub mod cgroups;
 pub mod checks;

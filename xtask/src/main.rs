@@ -50,12 +50,17 @@ enum Cmd {
         #[arg(long)]
         kubernetes: bool,
     },
-    /// Build, then run the data-path benchmark (`tollgate bench-datapath`).
+    /// Build, then run a benchmark: datapath, throughput or control-plane.
     Bench {
-        /// A short run (10 000 prefixes, 100 000 runs), for a smoke check.
+        #[arg(value_enum)]
+        part: bench::Part,
+        /// Also write the figures as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// A short smoke run.
         #[arg(long)]
         quick: bool,
-        /// Further arguments for `tollgate bench-datapath`, after `--`.
+        /// Further arguments for the part's command, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -99,7 +104,7 @@ fn main() -> ExitCode {
         Cmd::Build { debug } => build::run(&ws, debug, setup::Need::BuildOnly).map(|_| ()),
         Cmd::Test => test::run(&ws),
         Cmd::Demo { keep, kubernetes } => demo::run(&ws, keep, kubernetes),
-        Cmd::Bench { quick, args } => bench::run(&ws, quick, &args),
+        Cmd::Bench { part, json, quick, args } => bench::run(&ws, bench::Options { part, json, quick, args }),
         Cmd::Image => image::run(&ws),
         Cmd::Helm { args } => helm::run(&ws, &args),
         Cmd::Cluster { cmd } => match cmd {

@@ -34,6 +34,10 @@ pub const LINT_PACKAGES: &[&str] = &["rust-web-clippy"];
 /// scrape of `/metrics`; skopeo reads the image archive back.
 pub const TEST_PACKAGES: &[&str] = &["prometheus", "skopeo"];
 
+/// For `cargo xtask bench throughput` only: the firewalls Tollgate is
+/// compared with.
+pub const BENCH_PACKAGES: &[&str] = &["iptables", "nftables"];
+
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -47,6 +51,8 @@ pub enum Need {
     /// `cargo xtask test`: as `All`, plus Debian's clippy for the kernel
     /// crate and promtool for the metrics tests.
     Test,
+    /// `cargo xtask bench throughput`: as `All`, plus iptables and nftables.
+    Bench,
 }
 
 impl Need {
@@ -55,6 +61,9 @@ impl Need {
         if self == Need::Test {
             p.extend_from_slice(LINT_PACKAGES);
             p.extend_from_slice(TEST_PACKAGES);
+        }
+        if self == Need::Bench {
+            p.extend_from_slice(BENCH_PACKAGES);
         }
         p
     }

@@ -1,6 +1,7 @@
 //! `tollgate-e2e`: servers, probes and process helpers for the Tollgate
 //! end-to-end harness, plus `demo` (a readable connectivity matrix).
 
+mod bench;
 mod demo;
 
 use anyhow::{bail, Result};
@@ -140,6 +141,26 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         count: u64,
     },
+    /// The throughput bench's server: TCP stream sink, connect-and-close,
+    /// UDP counter and its control port, on one address; prints `ready`.
+    LoadServe {
+        #[arg(long)]
+        listen: std::net::IpAddr,
+    },
+    /// One slice of bench traffic to a load-serve; prints one JSON line.
+    LoadClient {
+        #[arg(long, value_enum)]
+        kind: tollgate_e2e::bench::load::Kind,
+        #[arg(long)]
+        to: std::net::IpAddr,
+        #[arg(long, default_value_t = 1000)]
+        ms: u64,
+    },
+    /// Benchmarks (run by `cargo xtask bench`).
+    Bench {
+        #[command(subcommand)]
+        part: bench::Part,
+    },
     /// Build the topology, run the agent, print the connectivity matrix.
     Demo {
         #[arg(long, env = "TOLLGATE_BIN")]
@@ -223,6 +244,13 @@ fn real_main() -> Result<()> {
         Cmd::Burst { cgroup, netns, to, count } => tollgate_e2e::burst::burst(&cgroup, &netns, to, count),
         Cmd::ConnectWatch { to, interval_us } => tollgate_e2e::burst::connect_watch(to, Duration::from_micros(interval_us)),
         Cmd::UdpSink { listen } => tollgate_e2e::burst::udp_sink(&listen),
+        Cmd::LoadServe { listen } => tollgate_e2e::bench::load::serve(listen),
+        Cmd::LoadClient { kind, to, ms } => {
+            let r = tollgate_e2e::bench::load::client(kind, to, Duration::from_millis(ms))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Bench { part } => bench::run(part),
         Cmd::ExecIn { netns, cgroup, command } => procs::exec_in(netns.as_deref(), cgroup.as_deref(), &command),
         Cmd::Demo { tollgate, kubernetes: true, keep, .. } => demo::run_kubernetes(tollgate, keep),
         Cmd::Demo { tollgate, manifests, keep, kubernetes: false } => demo::run(tollgate, manifests, keep),
