@@ -13,7 +13,6 @@ use tollgate::{
     cgroups::default_cgroup_root,
     datapath::{
         bpffs::PinDir,
-        inputs::own_cgroup,
         load::{load_object_with, LoadOptions},
         packet::{self, Protocol},
         pinned::Maps,
@@ -41,6 +40,17 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
+/// The id of this process's cgroup v2 (the root cgroup, id 1, when CI runs
+/// the test there): what `bpf_skb_cgroup_id` gives for a test run, whose
+/// made-up socket belongs to the calling task's cgroup.
+fn cgroup_id_of_this_process(mount: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 entry in /proc/self/cgroup");
+    let path = mount.join(rel.trim_start_matches('/'));
+    std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).ino()
+}
+
 fn logged_lines(kernel_log: bool) -> Vec<String> {
     let dir = PathBuf::from(format!("/sys/fs/bpf/tollgate-it-klog-{kernel_log}-{}", std::process::id()));
     let _g = Pins(dir.clone());
@@ -49,7 +59,7 @@ fn logged_lines(kernel_log: bool) -> Vec<String> {
     let mut ebpf = load_object_with(&pins, &LoadOptions { kernel_log, ..Default::default() }).unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
     let root = default_cgroup_root();
-    let me = own_cgroup(&root, &root).expect("this process's cgroup");
+    let me = cgroup_id_of_this_process(&root);
     let entry = CgroupEntry { workload: 1, policy: 0, mode: MODE_ENFORCE, flags: 0, _pad: [0; 6] };
     maps.cgroups.insert(me, entry, 0).unwrap();
     let capture = Capture::default();
