@@ -26,8 +26,12 @@ pub fn add_document(
     doc: serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
 ) {
-    add_value(snapshot, source, "", doc, diags);
+    add_value(snapshot, source, "", doc, diags, 0);
 }
+
+/// How deep `List`s may nest (kubectl writes one level). Deeper ones are
+/// reported and skipped: each level is a stack frame of the decoder.
+const MAX_LIST_DEPTH: usize = 8;
 
 fn add_value(
     snapshot: &mut Snapshot,
@@ -35,6 +39,7 @@ fn add_value(
     prefix: &str,
     doc: serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
+    depth: usize,
 ) {
     if doc.is_null() {
         return;
@@ -65,7 +70,17 @@ fn add_value(
         .to_owned();
     let decoded = match (api_version.as_str(), kind.as_str()) {
         (_, "List") | (_, "") if doc.get("items").is_some() => {
-            add_list(snapshot, source, prefix, doc, diags);
+            if depth >= MAX_LIST_DEPTH {
+                diags.push(Diagnostic {
+                    severity: Severity::Error,
+                    object: "List".to_owned(),
+                    field: format!("{prefix}items"),
+                    message: format!("Lists nested more than {MAX_LIST_DEPTH} deep; ignored"),
+                    source: Some(source.to_owned()),
+                });
+                return;
+            }
+            add_list(snapshot, source, prefix, doc, diags, depth + 1);
             return;
         }
         (_, "") => {
@@ -159,6 +174,7 @@ fn add_list(
     prefix: &str,
     doc: serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
+    depth: usize,
 ) {
     let serde_yaml::Value::Mapping(mut map) = doc else {
         return;
@@ -166,7 +182,7 @@ fn add_list(
     match map.remove("items") {
         Some(serde_yaml::Value::Sequence(items)) => {
             for (i, item) in items.into_iter().enumerate() {
-                add_value(snapshot, source, &format!("{prefix}items[{i}]."), item, diags);
+                add_value(snapshot, source, &format!("{prefix}items[{i}]."), item, diags, depth);
             }
         }
         Some(serde_yaml::Value::Null) | None => {}
@@ -455,6 +471,27 @@ mod tests {
         ] {
             assert!(add(&mut snap, "o.yaml", yaml).is_empty(), "{yaml}");
         }
+        assert!(snap.is_empty());
+    }
+
+    #[test]
+    fn lists_nested_too_deep_are_reported_not_recursed_into() {
+        let mut snap = Snapshot::new();
+        let pod = "{apiVersion: v1, kind: Pod, metadata: {name: p, namespace: n, uid: u}}";
+        let nest = |levels: usize| {
+            let mut doc = pod.to_owned();
+            for _ in 0..levels {
+                doc = format!("{{apiVersion: v1, kind: List, items: [{doc}]}}");
+            }
+            doc
+        };
+        assert!(add(&mut snap, "ok.yaml", &nest(MAX_LIST_DEPTH)).is_empty());
+        assert_eq!(snap.len(), 1, "the pod inside {MAX_LIST_DEPTH} Lists is read");
+        let mut snap = Snapshot::new();
+        let diags = add(&mut snap, "deep.yaml", &nest(40));
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].object, "List");
+        assert!(diags[0].field.starts_with("items[0].items[0]."), "{}", diags[0].field);
         assert!(snap.is_empty());
     }
 
