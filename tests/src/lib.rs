@@ -9,6 +9,7 @@ pub mod burst;
 pub mod cgroups;
 pub mod checks;
 pub mod connect_watch;
+pub mod dashboard;
 pub mod deploy;
 pub mod dns;
 pub mod fake_kubelet;

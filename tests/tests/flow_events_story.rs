@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tollgate_e2e::agent::{default_tollgate_bin, find_workload, Agent};
+use tollgate_e2e::deploy::{self, promql};
 use tollgate_e2e::pods;
 use tollgate_e2e::procs::{exec_in_command, run_capture};
 use tollgate_e2e::story::{v4, Story};
@@ -49,6 +50,22 @@ fn refused_flows_are_reported_and_a_flood_is_rate_limited() {
     assert!(line["src"].as_str().unwrap_or("").starts_with("10.244.0.10:"), "{line}");
     assert_eq!((line["verdict"].as_str(), line["reason"].as_str(), line["layer"].as_str(), line["protocol"].as_str()), (Some("dropped"), Some("no-rule"), Some("connect"), Some("tcp")), "{line}");
     assert!(flows(agent, &["--namespace", "default"]).iter().all(|f| f["namespace"] == "default"));
+
+    // A real scrape of this agent declares every metric that the shipped
+    // dashboard and alert rules query.
+    let (status_line, scrape) = agent.http_get("/metrics").unwrap();
+    assert!(status_line.contains("200"), "{status_line}");
+    let exported = promql::declared_in_exposition(&scrape);
+    let read = |name: &str| {
+        let p = deploy::deploy_dir().join("monitoring").join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let dashboard: Value = serde_json::from_str(&read("grafana-dashboard.json")).unwrap();
+    let rules: Value = serde_yaml::from_str(&read("prometheusrule.yaml")).unwrap();
+    let used = promql::metric_names_used(&dashboard, &rules).unwrap();
+    assert!(used.len() >= 8, "the dashboard and rules query {used:?}");
+    let missing: Vec<&String> = used.difference(&exported).collect();
+    assert!(missing.is_empty(), "queried by the dashboard or alerts but not in the agent's scrape: {missing:?}\n{scrape}");
 
     // The flood.
     let before = story.agent().workload_counters("test-egress", "sleep").unwrap();

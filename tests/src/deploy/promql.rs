@@ -193,6 +193,21 @@ pub fn names_in_exposition(text: &str) -> BTreeSet<String> {
     names
 }
 
+/// Sample names a scrape declares, with or without samples: each `# TYPE
+/// name kind` family expanded to its sample names (a counter `X` or
+/// `X_total` gives `X_total`), plus the samples present.
+pub fn declared_in_exposition(text: &str) -> BTreeSet<String> {
+    let mut names = names_in_exposition(text);
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) = (parts.next(), parts.next(), parts.next(), parts.next()) {
+            let name = if kind == "counter" { name.trim_end_matches("_total") } else { name };
+            names.extend(sample_names(name, kind));
+        }
+    }
+    names
+}
+
 /// The sample names of a metric family: a histogram's `_bucket`, `_sum`,
 /// `_count`; anything else its own name.
 pub fn sample_names(name: &str, kind: &str) -> Vec<String> {

@@ -38,6 +38,7 @@ pub fn run_kubernetes(tollgate: Option<PathBuf>, keep: bool) -> Result<()> {
         matrix(&mut ks.story, &[pods::TEST_EGRESS_SLEEP])?;
     }
     println!("\ntollgate counters:\n{}", ks.story.agent().counters_text().unwrap_or_else(|e| format!("{e:#}")));
+    println!("\ntollgate flows:\n{}", ks.story.agent().cli(&["flows"]).unwrap_or_else(|e| format!("{e:#}")));
     if keep {
         let hint = ks.story.teardown_hint();
         ks.story.keep();
@@ -62,7 +63,7 @@ fn preflight(tollgate: Option<PathBuf>) -> Result<(PathBuf, PathBuf)> {
     Ok((me, tollgate.unwrap_or_else(tollgate_e2e::agent::default_tollgate_bin)))
 }
 
-pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) -> Result<()> {
+pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool, dashboard: Option<PathBuf>) -> Result<()> {
     let (me, tollgate) = preflight(tollgate)?;
     println!("building topology ...");
     let mut story = Story::build(&me)?;
@@ -90,6 +91,10 @@ pub fn run(tollgate: Option<PathBuf>, manifests: Option<PathBuf>, keep: bool) ->
 
     matrix(&mut story, &[pods::TEST_EGRESS_SLEEP, pods::DEFAULT_SLEEP, pods::EGRESS_GATEWAY])?;
     println!("\ntollgate counters:\n{}", story.agent().counters_text().unwrap_or_else(|e| format!("{e:#}")));
+    println!("\ntollgate flows:\n{}", story.agent().cli(&["flows"]).unwrap_or_else(|e| format!("{e:#}")));
+    if let Some(out) = dashboard {
+        record_dashboard(&mut story, &out)?;
+    }
     if keep {
         let hint = story.teardown_hint();
         story.keep();
@@ -132,5 +137,44 @@ fn matrix(story: &mut Story, rows: &[PodSpec]) -> Result<()> {
         }
         println!();
     }
+    Ok(())
+}
+
+/// Traffic for 15 s (every 0.5 s a refused and an allowed connection and a
+/// DNS query from the enforced pod; a burst of 20,000 denied datagrams at
+/// 5 s and at 10 s) while /metrics is scraped; then the dashboard's main
+/// panels drawn from those scrapes to `out`.
+fn record_dashboard(story: &mut Story, out: &std::path::Path) -> Result<()> {
+    use tollgate_e2e::dashboard::{panels, parse_exposition, svg, Scrape};
+    println!("\nrecording the dashboard for 15 s ...");
+    let te = pods::TEST_EGRESS_SLEEP;
+    let gw = pods::EGRESS_GATEWAY;
+    let start = std::time::Instant::now();
+    let mut scrapes = Vec::new();
+    let mut bursts = 0;
+    while start.elapsed() < Duration::from_secs(15) {
+        let t = start.elapsed().as_secs_f64();
+        let (_, text) = story.agent().http_get("/metrics")?;
+        scrapes.push(Scrape { t, samples: parse_exposition(&text) });
+        story.probe_tcp(&te, v4(pods::EXTERNAL_V4, 443), false, Duration::from_millis(300))?;
+        story.probe_tcp(&te, v4(gw.ipv4, pods::GATEWAY_PORT), false, Duration::from_millis(300))?;
+        story.probe_dns(&te, v4(pods::COREDNS.ipv4, 53), "A", false)?;
+        if (t >= 5.0 && bursts == 0) || (t >= 10.0 && bursts == 1) {
+            bursts += 1;
+            let cmd = tollgate_e2e::procs::exec_in_command(
+                &story.e2e_bin,
+                Some(story.topo.pod_ns(&te)),
+                Some(story.cgroups.container(&te)),
+                &story.e2e_bin,
+                &["udp-spray".into(), "--to".into(), v4(pods::EXTERNAL_V4, 9).to_string(), "--count".into(), "20000".into()],
+            );
+            tollgate_e2e::procs::run_capture(cmd, Duration::from_secs(60))?;
+        }
+        let next = Duration::from_secs_f64(t) + Duration::from_millis(500);
+        std::thread::sleep(next.saturating_sub(start.elapsed()));
+    }
+    let doc = svg(&format!("Tollgate — node node-1 (run {}), from {} scrapes of /metrics", story.prefix, scrapes.len()), &panels(&scrapes));
+    std::fs::write(out, doc).with_context(|| format!("writing {}", out.display()))?;
+    println!("dashboard written to {}", out.display());
     Ok(())
 }

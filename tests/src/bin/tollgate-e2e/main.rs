@@ -171,6 +171,10 @@ enum Cmd {
         /// Leave everything running and print how to tear it down.
         #[arg(long)]
         keep: bool,
+        /// Afterwards, send allowed and denied traffic for 15 s while scraping
+        /// the agent's /metrics, and draw the dashboard's main panels to FILE (SVG).
+        #[arg(long, value_name = "FILE")]
+        dashboard: Option<PathBuf>,
         /// Every object in a private kube-apiserver, the agent on --source kubernetes,
         /// and enforcement switched with kubectl label.
         #[arg(long)]
@@ -253,7 +257,7 @@ fn real_main() -> Result<()> {
         Cmd::Bench { part } => bench::run(part),
         Cmd::ExecIn { netns, cgroup, command } => procs::exec_in(netns.as_deref(), cgroup.as_deref(), &command),
         Cmd::Demo { tollgate, kubernetes: true, keep, .. } => demo::run_kubernetes(tollgate, keep),
-        Cmd::Demo { tollgate, manifests, keep, kubernetes: false } => demo::run(tollgate, manifests, keep),
+        Cmd::Demo { tollgate, manifests, keep, kubernetes: false, dashboard } => demo::run(tollgate, manifests, keep, dashboard),
         Cmd::UdpPoison { peer, local_port } => {
             println!("{}", serde_json::to_string(&traffic::udp_poison(peer, local_port)?)?);
             Ok(())
