@@ -1,7 +1,7 @@
 //! Tools of the chaos tests: what BPF programs, links and maps are loaded
 //! (the bpf syscall's id walk, through aya, as `bpftool prog list` does),
 //! and a steady load that a pod keeps sending while the agent is killed
-//! and restarted (`tollgate-e2e steady`).
+//! and restarted (`tollgate-e2e steady`), and resident memory.
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -224,4 +224,13 @@ pub fn steady(deny: &[SocketAddr], allow: &[SocketAddr], interval: Duration, sto
     }
     r.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(r)
+}
+
+/// Resident memory of a process in KiB (`VmRSS` of /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
