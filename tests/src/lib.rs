@@ -7,6 +7,7 @@ pub mod apiserver;
 pub mod bench;
 pub mod burst;
 pub mod cgroups;
+pub mod chaos;
 pub mod checks;
 pub mod connect_watch;
 pub mod dashboard;

@@ -58,7 +58,7 @@ fn forged_udp_socket(bind: SocketAddr) -> Result<UdpSocket> {
     Ok(sock)
 }
 
-fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
+pub(crate) fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match a {
@@ -122,8 +122,8 @@ pub struct SniffResult {
 }
 
 /// Counts IP packets whose source is one of `from`, on every interface of
-/// this netns, for `ms` milliseconds (AF_PACKET, cooked).
-pub fn sniff(from: &[IpAddr], ms: u64) -> Result<SniffResult> {
+/// this netns, for `ms` milliseconds or until `stop` exists (AF_PACKET, cooked).
+pub fn sniff(from: &[IpAddr], ms: u64, stop: Option<&std::path::Path>) -> Result<SniffResult> {
     let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
     // SAFETY: socket(2); owned below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
@@ -142,7 +142,7 @@ pub fn sniff(from: &[IpAddr], ms: u64) -> Result<SniffResult> {
     let deadline = Instant::now() + Duration::from_millis(ms);
     let mut r = SniffResult::default();
     let mut buf = [0u8; 2048];
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !stop.is_some_and(|p| p.exists()) {
         // SAFETY: recv into our buffer.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n <= 0 {

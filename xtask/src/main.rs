@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod cluster;
 mod demo;
+mod fuzz;
 mod helm;
 mod image;
 mod setup;
@@ -64,6 +65,18 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build the cargo-fuzz targets of fuzz/ (nightly) and run each for N inputs; print the figures.
+    Fuzz {
+        /// Inputs per target (libFuzzer -runs).
+        #[arg(long, default_value_t = 10_000_000)]
+        runs: u64,
+        /// Only this target (repeatable); default: every target in fuzz/Cargo.toml.
+        #[arg(long = "target", value_name = "TARGET")]
+        targets: Vec<String>,
+        /// Stop a target after this many seconds even before --runs inputs (libFuzzer -max_total_time).
+        #[arg(long, value_name = "SECS", default_value_t = 7200)]
+        max_time: u64,
+    },
     /// Build, then write the tollgate-agent OCI image archive (target/tollgate-agent.oci.tar).
     Image,
     /// Build the pinned Helm (target/tools/bin/helm) when missing; with arguments after `--`, run it.
@@ -105,6 +118,9 @@ fn main() -> ExitCode {
         Cmd::Test => test::run(&ws),
         Cmd::Demo { keep, kubernetes } => demo::run(&ws, keep, kubernetes),
         Cmd::Bench { part, json, quick, args } => bench::run(&ws, bench::Options { part, json, quick, args }),
+        Cmd::Fuzz { runs, targets, max_time } => {
+            fuzz::run(&ws, fuzz::Options { runs, targets, max_time: Duration::from_secs(max_time) })
+        }
         Cmd::Image => image::run(&ws),
         Cmd::Helm { args } => helm::run(&ws, &args),
         Cmd::Cluster { cmd } => match cmd {

@@ -290,7 +290,7 @@ impl Verifier {
 
 /// One `--batch` line; errors name the field (`field to_port: invalid
 /// type ...`).
-fn parse_query(line: &str) -> Result<Query, CliError> {
+pub fn parse_query(line: &str) -> Result<Query, CliError> {
     let mut de = serde_json::Deserializer::from_str(line);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

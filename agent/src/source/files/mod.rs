@@ -55,21 +55,29 @@ pub fn load_dir(dir: &Path) -> Result<(Snapshot, Vec<Diagnostic>), SourceError> 
                 continue;
             }
         };
-        match parse_documents(&text) {
-            Ok(docs) => {
-                debug!(file = %name, documents = docs.len(), "loaded manifest file");
-                for doc in docs {
-                    decode::add_document(&mut snapshot, &name, doc, &mut diags);
-                }
-            }
-            Err((index, err)) => diags.push(file_diag(
-                &name,
-                &format!("document {index}"),
-                format!("YAML syntax error in document {index}: {err}; file skipped"),
-            )),
-        }
+        add_file_text(&mut snapshot, &name, &text, &mut diags);
     }
     Ok((snapshot, diags))
+}
+
+/// Adds the objects of one manifest file's text (`name` names it in
+/// diagnostics). A file with a YAML syntax error adds nothing (a half-read
+/// file is not applied) and is reported. The whole reading path of the
+/// files source, without the file system: the fuzzer drives it.
+pub fn add_file_text(snapshot: &mut Snapshot, name: &str, text: &str, diags: &mut Vec<Diagnostic>) {
+    match parse_documents(text) {
+        Ok(docs) => {
+            debug!(file = %name, documents = docs.len(), "loaded manifest file");
+            for doc in docs {
+                decode::add_document(snapshot, name, doc, diags);
+            }
+        }
+        Err((index, err)) => diags.push(file_diag(
+            name,
+            &format!("document {index}"),
+            format!("YAML syntax error in document {index}: {err}; file skipped"),
+        )),
+    }
 }
 
 /// A hash of the relative paths, sizes and modification times of the

@@ -93,6 +93,25 @@ enum Cmd {
         from: Vec<std::net::IpAddr>,
         #[arg(long, default_value_t = 2000)]
         ms: u64,
+        /// Stop early once this file exists.
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
+    },
+    /// Steady load until --stop-file exists: to each --deny address a UDP
+    /// datagram, a raw UDP packet and a TCP connect, on each --allow echo
+    /// server a round trip, every --interval-ms (prints ready, then one JSON line on stderr).
+    Steady {
+        #[arg(long)]
+        deny: Vec<SocketAddr>,
+        #[arg(long)]
+        allow: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        #[arg(long)]
+        stop_file: PathBuf,
+        /// Stop after this long whatever happens.
+        #[arg(long, default_value_t = 120_000)]
+        max_ms: u64,
     },
     /// UDP echo server.
     UdpEcho {
@@ -262,8 +281,8 @@ fn real_main() -> Result<()> {
             println!("{}", serde_json::to_string(&traffic::udp_poison(peer, local_port)?)?);
             Ok(())
         }
-        Cmd::Sniff { from, ms } => {
-            let r = serde_json::to_string(&traffic::sniff(&from, ms)?)?;
+        Cmd::Sniff { from, ms, stop_file } => {
+            let r = serde_json::to_string(&traffic::sniff(&from, ms, stop_file.as_deref())?)?;
             eprintln!("{r}");
             Ok(())
         }
@@ -281,6 +300,12 @@ fn real_main() -> Result<()> {
                 traffic::tcp_chat(to, count, interval, timeout)
             };
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Steady { deny, allow, interval_ms, stop_file, max_ms } => {
+            let r = tollgate_e2e::chaos::steady(&deny, &allow, Duration::from_millis(interval_ms), &stop_file, Duration::from_millis(max_ms))?;
+            // stdout after `ready` is drained by the harness: the result goes to the log.
+            eprintln!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Cmd::UdpSpray { to, count } => {
