@@ -30,6 +30,7 @@ pub mod hosts;
 pub mod ignored;
 pub mod ips;
 pub mod limits;
+mod lookup;
 pub mod mode;
 pub mod network_policy;
 pub mod objects;
