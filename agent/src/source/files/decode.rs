@@ -29,8 +29,56 @@ pub fn add_document(
     add_value(snapshot, source, "", doc, diags);
 }
 
+/// Where decoded objects go: a [`Snapshot`], or a list kept to be added
+/// later ([`Decoded`]).
+pub trait Sink {
+    fn add(&mut self, object: Object, source: &str, diags: &mut Vec<Diagnostic>);
+}
+
+impl Sink for Snapshot {
+    fn add(&mut self, object: Object, source: &str, diags: &mut Vec<Diagnostic>) {
+        self.insert(object, source, diags);
+    }
+}
+
+/// The objects of one file, in order, each with the number of the file's
+/// diagnostics reported before it: [`Decoded::replay`] adds them to a
+/// snapshot as [`add_document`] would have, in the same order.
+#[derive(Clone, Debug, Default)]
+pub struct Decoded {
+    pub objects: Vec<(usize, Object)>,
+}
+
+impl Sink for Decoded {
+    fn add(&mut self, object: Object, _source: &str, diags: &mut Vec<Diagnostic>) {
+        self.objects.push((diags.len(), object));
+    }
+}
+
+impl Decoded {
+    /// Decode one document of `source` into this list (its problems into
+    /// `diags`, the file's own diagnostics).
+    pub fn add_document(&mut self, source: &str, doc: serde_yaml::Value, diags: &mut Vec<Diagnostic>) {
+        add_value(self, source, "", doc, diags);
+    }
+
+    /// Add the objects to `snapshot`, with `file_diags` (the diagnostics
+    /// reported while decoding them) interleaved into `diags` where they
+    /// were reported.
+    pub fn replay(&self, snapshot: &mut Snapshot, source: &str, file_diags: &[Diagnostic], diags: &mut Vec<Diagnostic>) {
+        let mut done = 0;
+        for (before, object) in &self.objects {
+            let upto = (*before).min(file_diags.len());
+            diags.extend(file_diags.get(done..upto).into_iter().flatten().cloned());
+            done = done.max(upto);
+            snapshot.insert(object.clone(), source, diags);
+        }
+        diags.extend(file_diags.get(done..).into_iter().flatten().cloned());
+    }
+}
+
 fn add_value(
-    snapshot: &mut Snapshot,
+    snapshot: &mut impl Sink,
     source: &str,
     prefix: &str,
     doc: serde_yaml::Value,
@@ -78,6 +126,27 @@ fn add_value(
             });
             return;
         }
+        (api, kind) => decode_object(source, prefix, api, kind, doc, diags),
+    };
+    if let Some(object) = decoded {
+        snapshot.add(object, source, diags);
+    }
+}
+
+/// Decode one object of a kind Tollgate reads (`None` when it is not one,
+/// or when it does not decode: reported). Kept out of [`add_value`], which
+/// recurses into `List`s, so that each level of nesting costs little
+/// stack whatever the size of the typed decoders.
+#[inline(never)]
+fn decode_object(
+    source: &str,
+    prefix: &str,
+    api_version: &str,
+    kind: &str,
+    doc: serde_yaml::Value,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Object> {
+    match (api_version, kind) {
         ("v1", "Namespace") => {
             decode::<Namespace>(source, prefix, ObjectKind::Namespace, doc, diags)
                 .map(Object::from)
@@ -137,7 +206,7 @@ fn add_value(
                     },
                     source: Some(source.to_owned()),
                 });
-                return;
+                return None;
             }
             debug!(
                 source,
@@ -145,16 +214,13 @@ fn add_value(
                 kind,
                 "ignoring object of a kind tollgate does not read"
             );
-            return;
+            None
         }
-    };
-    if let Some(object) = decoded {
-        snapshot.insert(object, source, diags);
     }
 }
 
 fn add_list(
-    snapshot: &mut Snapshot,
+    snapshot: &mut impl Sink,
     source: &str,
     prefix: &str,
     doc: serde_yaml::Value,
