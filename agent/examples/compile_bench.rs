@@ -1,22 +1,30 @@
 //! Times the compiler on a synthetic cluster: `compile` (objects to
 //! policy), `bind` (policy plus host answers to desired state) and
 //! `analyze`, for the pod counts given (default 1000 10000 50000).
+//! With `--every-node`, every pod is a workload (as for
+//! `tollgate analyze --manifests`, which has no node name). With
+//! `--dump DIR`, the bound state and the analysis of each size are
+//! written to `DIR/<pods>.txt` (Debug form), to compare two builds.
 //!
 //! `cargo run --release -p agent --example compile_bench -- 50000`
 use std::time::Instant;
 
 use tollgate::compiler::synthetic::{synthetic_cluster, SyntheticSpec, CLUSTER_CIDRS, LOCAL_NODE, SYNTHETIC_HOST};
 use tollgate::compiler::{bind, compile, CompilerConfig};
+use tollgate::model::ObjectKind;
 
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<String> = std::env::args().collect();
+    let every_node = args.iter().any(|a| a == "--every-node");
+    let dump = args.iter().position(|a| a == "--dump").and_then(|i| args.get(i + 1)).map(std::path::PathBuf::from);
     let sizes = if sizes.is_empty() { vec![1_000, 10_000, 50_000] } else { sizes };
     println!("| pods | objects | compile | bind (DNS answer) | analyze | groups (with hosts) | rule entries |");
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for pods in sizes {
         let snap = synthetic_cluster(&SyntheticSpec::new(pods));
         let config = CompilerConfig {
-            node_name: Some(LOCAL_NODE.into()),
+            node_name: (!every_node).then(|| LOCAL_NODE.into()),
             cluster_cidrs: CLUSTER_CIDRS.iter().filter_map(|c| c.parse().ok()).collect(),
             ..Default::default()
         };
@@ -34,13 +42,18 @@ fn main() {
         let entries: usize = state.policies.values().map(Vec::len).sum();
         println!(
             "| {pods} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ({}) | {entries} |",
-            snap.len(),
+            ObjectKind::ALL.iter().map(|k| snap.count(*k)).sum::<usize>(),
             compiled.as_secs_f64() * 1e3,
             bound.as_secs_f64() * 1e3,
             analyzed.as_secs_f64() * 1e3,
             policy.groups.len(),
             policy.groups.iter().filter(|g| !g.hosts.is_empty()).count(),
         );
-        drop(report);
+        if let Some(dir) = &dump {
+            let path = dir.join(format!("{pods}.txt"));
+            if let Err(e) = std::fs::write(&path, format!("{state:#?}\n{report:#?}\n")) {
+                eprintln!("cannot write {}: {e}", path.display());
+            }
+        }
     }
 }

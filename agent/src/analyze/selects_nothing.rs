@@ -7,16 +7,18 @@
 //! - an Istio `Gateway` whose `spec.selector` selects no pod;
 //! - an Istio `Sidecar` whose `spec.workloadSelector` selects no pod of
 //!   its namespace.
-use std::collections::BTreeSet;
-
 use crate::compiler::network_policy::is_egress;
 use crate::compiler::objects::{labels, namespace, object_ref};
 use crate::compiler::osm_egress::service_account;
-use crate::compiler::selectors::{label_selector_matches, map_selects_some};
+use crate::compiler::selectors::{map_selects_some, CheckedSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::model::ObjectKind;
 
 use super::codes::POLICY_SELECTS_NOTHING;
 use super::{Finding, FindingSeverity, Input};
+
+/// The selector of a policy without `spec.podSelector`: every pod.
+static EVERY_POD: LabelSelector = LabelSelector { match_expressions: None, match_labels: None };
 
 pub(crate) fn check(input: &Input<'_>, out: &mut Vec<Finding>) {
     network_policies(input, out);
@@ -32,18 +34,15 @@ fn push(out: &mut Vec<Finding>, object: String, field: &str, message: String) {
 fn network_policies(input: &Input<'_>, out: &mut Vec<Finding>) {
     for policy in input.snapshot.network_policies.iter().filter(|p| is_egress(p)) {
         let ns = namespace(&policy.metadata);
-        let selector = policy.spec.as_ref().and_then(|s| s.pod_selector.clone()).unwrap_or_default();
-        let mut selected = false;
-        let mut invalid = None;
-        for pod in input.running_in(ns) {
-            match label_selector_matches(&selector, labels(&pod.metadata)) {
-                Ok(hit) => selected |= hit,
-                Err(err) => {
-                    invalid = Some(err);
-                    break;
-                }
-            }
-        }
+        let selector = policy.spec.as_ref().and_then(|s| s.pod_selector.as_ref()).unwrap_or(&EVERY_POD);
+        // Checked once (the error does not depend on the pods), then
+        // matched until a pod is selected.
+        let mut running = input.running_in(ns).peekable();
+        let (selected, invalid) = match CheckedSelector::new(selector) {
+            // An invalid selector matters only when its namespace has pods.
+            Err(err) => (false, running.peek().is_some().then_some(err)),
+            Ok(selector) => (running.any(|pod| selector.matches(labels(&pod.metadata))), None),
+        };
         let object = object_ref(ObjectKind::NetworkPolicy, &policy.metadata).to_string();
         let message = match invalid {
             Some(err) => format!("the pod selector is invalid ({err}), so this egress policy isolates every pod of namespace {ns} and allows them nothing; fix the selector"),
@@ -55,13 +54,11 @@ fn network_policies(input: &Input<'_>, out: &mut Vec<Finding>) {
 }
 
 fn egresses(input: &Input<'_>, out: &mut Vec<Finding>) {
-    let accounts: BTreeSet<(&str, &str)> =
-        input.running.iter().map(|p| (namespace(&p.metadata), service_account(p))).collect();
     for egress in &input.snapshot.egresses {
         let egress_ns = namespace(&egress.metadata);
         let matched = egress.spec.sources.iter().any(|s| {
             let ns = s.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(egress_ns);
-            s.kind == "ServiceAccount" && accounts.contains(&(ns, s.name.as_str()))
+            s.kind == "ServiceAccount" && input.running_in(ns).any(|p| service_account(p) == s.name)
         });
         if !matched {
             push(

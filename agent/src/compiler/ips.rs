@@ -27,6 +27,25 @@ pub(crate) fn quiet_pod_ips(pod: &Pod) -> Vec<IpAddr> {
     pod_ip_fields(pod).into_iter().filter_map(|(_, text)| text.parse().ok()).collect()
 }
 
+/// A pod's IPs as [`pod_ips`] finds them (deduplicated, in order), without
+/// reporting, and whether some address is not valid (then [`pod_ips`]
+/// reports it).
+pub(crate) fn quiet_pod_ips_checked(pod: &Pod) -> (Vec<IpAddr>, bool) {
+    let mut found = Vec::new();
+    let mut bad = false;
+    for (_, text) in pod_ip_fields(pod) {
+        if text.is_empty() {
+            continue;
+        }
+        match text.parse::<IpAddr>() {
+            Ok(ip) if !found.contains(&ip) => found.push(ip),
+            Ok(_) => {}
+            Err(_) => bad = true,
+        }
+    }
+    (found, bad)
+}
+
 /// The address fields of a pod's status, with their paths.
 fn pod_ip_fields(pod: &Pod) -> Vec<(String, &str)> {
     let Some(status) = pod.status.as_ref() else {

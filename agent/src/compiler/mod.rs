@@ -30,6 +30,7 @@ pub mod hosts;
 pub mod ignored;
 pub mod ips;
 pub mod limits;
+mod lookup;
 pub mod mode;
 pub mod network_policy;
 pub mod objects;
@@ -213,21 +214,40 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
     let egress_policies = osm_egress::EgressPolicies::new(&mut ctx, mesh_config);
     let mesh_internal = service_entries::mesh_internal_rules(&mut ctx);
     let cluster_rules = rules::ClusterInternal::new(&ctx, mesh_internal);
-    let mut by_rules: BTreeMap<Vec<PolicyRule>, Vec<usize>> = BTreeMap::new();
+    let mut sets = rules::RuleSets::default();
+    let mut members_of: Vec<Vec<usize>> = Vec::new();
     let mut cluster_internal = 0usize;
     for (i, local) in locals.iter().enumerate() {
         let mut why = workload_explain(snapshot, local);
         if local.is_policed() {
-            let mut found =
-                rules::workload_rules(&mut ctx, &mut network_policies, &egress_policies, &cluster_rules, local.pod);
+            let found = rules::workload_rules(
+                &mut ctx,
+                &mut network_policies,
+                &egress_policies,
+                &cluster_rules,
+                &mut sets,
+                local.pod,
+            );
             cluster_internal += usize::from(found.cluster_internal);
             why.sources.network_policies = found.network_policies;
             why.sources.mesh_egress = found.mesh_egress;
-            found.rules.sort();
-            found.rules.dedup();
-            by_rules.entry(found.rules).or_default().push(i);
+            if members_of.len() <= found.set {
+                members_of.resize_with(found.set + 1, Vec::new);
+            }
+            if let Some(members) = members_of.get_mut(found.set) {
+                members.push(i);
+            }
         }
         explain.workloads.insert(format!("{}/{}", local.workload.namespace, local.workload.name), why);
+    }
+    // Different inputs may give the same rules (two namespaces without
+    // NetworkPolicies): one group for them.
+    let mut by_rules: BTreeMap<Vec<PolicyRule>, Vec<usize>> = BTreeMap::new();
+    for (rules, members) in sets.sets.into_iter().zip(members_of) {
+        by_rules.entry(rules).or_default().extend(members);
+    }
+    for members in by_rules.values_mut() {
+        members.sort_unstable();
     }
 
     let mut groups = Vec::with_capacity(by_rules.len());

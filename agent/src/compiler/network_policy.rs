@@ -7,7 +7,8 @@
 //! peer or port allows nothing; a policy whose `spec.podSelector` is
 //! invalid selects no pod (and is reported). Every NetworkPolicy is
 //! checked ([`check_all`]), whether or not it selects a pod of this node.
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use agent_common::{PortRule, PROTO_SCTP, PROTO_TCP, PROTO_UDP, REASON_NETWORK_POLICY};
@@ -22,9 +23,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::desired::{AllowRule, Severity};
 use crate::model::{ObjectKind, ObjectRef};
 
-use super::ips::{host_net, pod_ips};
+use super::ips::{host_net, pod_ips, quiet_pod_ips_checked};
 use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
-use super::selectors::{check_label_selector, label_selector_matches, SelectorError};
+use super::selectors::{check_label_selector, CheckedSelector, SelectorError};
 use super::limits;
 use super::Ctx;
 
@@ -35,23 +36,49 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// computed once.
 pub(crate) struct NetworkPolicies<'a> {
     policies: Vec<&'a NetworkPolicy>,
+    /// Positions in `policies` by namespace, in order.
+    by_namespace: HashMap<&'a str, Vec<usize>>,
+    /// Each policy's `spec.podSelector`, or the error that makes it
+    /// select every pod of its namespace and allow nothing.
+    selectors: Vec<Result<CheckedSelector<'a>, SelectorError>>,
     /// The pods a selector peer may name ([`peer_candidates`]), by
     /// namespace, in snapshot order.
-    candidates: BTreeMap<&'a str, Vec<&'a Pod>>,
+    candidates: BTreeMap<&'a str, Vec<Candidate<'a>>>,
     /// Policies over a size limit ([`limits`]): they allow nothing.
     over_limit: Vec<bool>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     rules: Vec<Option<Vec<AllowRule>>>,
 }
 
-/// What the egress policies selecting a pod allow.
-pub(crate) struct Selected {
-    pub rules: Vec<AllowRule>,
+/// A pod a selector peer may name, with its addresses parsed once per
+/// compile (when a peer first names it).
+struct Candidate<'a> {
+    pod: &'a Pod,
+    /// The valid addresses, and whether some address is not valid.
+    ips: OnceCell<(Vec<IpAddr>, bool)>,
+}
+
+impl<'a> Candidate<'a> {
+    /// The pod's addresses; bad ones are reported (as [`pod_ips`] does).
+    fn ips(&self, ctx: &mut Ctx<'_>) -> &[IpAddr] {
+        let (ips, bad) = self.ips.get_or_init(|| quiet_pod_ips_checked(self.pod));
+        if *bad {
+            pod_ips(ctx, self.pod);
+        }
+        ips
+    }
+}
+
+/// The selector of a policy without `spec.podSelector`: every pod.
+static EVERY_POD: LabelSelector = LabelSelector { match_expressions: None, match_labels: None };
+
+/// The egress policies selecting a pod ([`NetworkPolicies::select`]).
+pub(crate) struct Selection {
     /// `namespace/name` of the policies.
     pub names: Vec<String>,
-    /// The rules were more than [`limits::MAX_WORKLOAD_RULES`]: `rules`
-    /// is empty (fail closed).
-    pub too_many: Option<usize>,
+    /// The positions of those that allow something (not failed closed):
+    /// the pod's rules depend on these alone.
+    pub allowing: Vec<usize>,
 }
 
 /// A valid peer of an egress rule.
@@ -94,12 +121,22 @@ impl<'a> NetworkPolicies<'a> {
         }
         let rules = vec![None; policies.len()];
         let over_limit = policies.iter().map(|p| limits::network_policy(p).is_err()).collect();
-        let mut candidates: BTreeMap<&'a str, Vec<&'a Pod>> = BTreeMap::new();
+        let mut by_namespace: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        for (i, policy) in policies.iter().enumerate() {
+            by_namespace.entry(namespace(&policy.metadata)).or_default().push(i);
+        }
+        let selectors = policies
+            .iter()
+            .map(|p| CheckedSelector::new(p.spec.as_ref().and_then(|s| s.pod_selector.as_ref()).unwrap_or(&EVERY_POD)))
+            .collect();
+        let mut candidates: BTreeMap<&'a str, Vec<Candidate<'a>>> = BTreeMap::new();
         for pod in peer_candidates(ctx) {
-            candidates.entry(namespace(&pod.metadata)).or_default().push(pod);
+            candidates.entry(namespace(&pod.metadata)).or_default().push(Candidate { pod, ips: OnceCell::new() });
         }
         Self {
             policies,
+            by_namespace,
+            selectors,
             candidates,
             over_limit,
             namespace_labels,
@@ -107,57 +144,52 @@ impl<'a> NetworkPolicies<'a> {
         }
     }
 
-    /// What the egress policies selecting `pod` allow, and their
-    /// `namespace/name`s, or `None` when no such policy selects it.
-    pub fn rules_for(&mut self, ctx: &mut Ctx<'a>, pod: &Pod) -> Option<Selected> {
+    /// The egress policies selecting `pod`, or `None` when none does.
+    pub fn select(&self, pod: &Pod) -> Option<Selection> {
         let pod_ns = namespace(&pod.metadata);
-        let mut selected = Vec::new();
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        for i in 0..self.policies.len() {
-            let policy = self.policies[i];
-            if namespace(&policy.metadata) != pod_ns {
+        let mut names = Vec::new();
+        let mut allowing = Vec::new();
+        for &i in self.by_namespace.get(pod_ns).into_iter().flatten() {
+            let (Some(policy), Some(selector)) = (self.policies.get(i), self.selectors.get(i)) else {
                 continue;
+            };
+            match selector {
+                Ok(selector) if !selector.matches(labels(&pod.metadata)) => continue,
+                // Fail closed: isolates its pods, allows nothing.
+                Ok(_) if has_unknown_type(policy) || self.over_limit.get(i).copied().unwrap_or(true) => {}
+                Ok(_) => allowing.push(i),
+                // Fail closed: it may have been meant for any pod of its
+                // namespace, so it isolates them all and allows nothing
+                // ([`check_all`] reported it).
+                Err(_) => {}
             }
-            let selector = policy
-                .spec
-                .as_ref()
-                .and_then(|s| s.pod_selector.clone())
-                .unwrap_or_default();
-            match label_selector_matches(&selector, labels(&pod.metadata)) {
-                Ok(true) if has_unknown_type(policy) || self.over_limit[i] => {
-                    // Fail closed: isolates its pods, allows nothing.
-                    selected.push(format!("{pod_ns}/{}", name(&policy.metadata)));
-                    continue;
+            names.push(format!("{pod_ns}/{}", name(&policy.metadata)));
+        }
+        (!names.is_empty()).then_some(Selection { names, allowing })
+    }
+
+    /// How many rules the policies at `allowing` (from [`Self::select`])
+    /// allow together (each policy's rules are computed once). Over
+    /// [`limits::MAX_WORKLOAD_RULES`], they allow nothing (fail closed).
+    pub fn total(&mut self, ctx: &mut Ctx<'a>, allowing: &[usize]) -> usize {
+        let mut total = 0usize;
+        for &i in allowing {
+            if self.rules.get(i).is_some_and(Option::is_none) {
+                let Some(&policy) = self.policies.get(i) else { continue };
+                let computed = self.policy_rules(ctx, policy);
+                if let Some(slot) = self.rules.get_mut(i) {
+                    *slot = Some(computed);
                 }
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(_) => {
-                    // Fail closed: it may have been meant for any pod of
-                    // its namespace, so it isolates them all and allows
-                    // nothing ([`check_all`] reported it).
-                    selected.push(format!("{pod_ns}/{}", name(&policy.metadata)));
-                    continue;
-                }
             }
-            selected.push(format!("{pod_ns}/{}", name(&policy.metadata)));
-            if self.rules[i].is_none() {
-                self.rules[i] = Some(self.policy_rules(ctx, policy));
-            }
-            let rules = self.rules[i].as_deref().unwrap_or_default();
-            total = total.saturating_add(rules.len());
-            if total <= limits::MAX_WORKLOAD_RULES {
-                out.extend(rules.iter().cloned());
-            }
+            total = total.saturating_add(self.rules.get(i).and_then(Option::as_ref).map_or(0, Vec::len));
         }
-        if selected.is_empty() {
-            return None;
-        }
-        let too_many = (total > limits::MAX_WORKLOAD_RULES).then_some(total);
-        if too_many.is_some() {
-            out = Vec::new();
-        }
-        Some(Selected { rules: out, names: selected, too_many })
+        total
+    }
+
+    /// The rules of the policies at `allowing`, once [`Self::total`] has
+    /// computed them.
+    pub fn rules_of<'s>(&'s self, allowing: &'s [usize]) -> impl Iterator<Item = &'s AllowRule> + 's {
+        allowing.iter().filter_map(|i| self.rules.get(*i).and_then(Option::as_ref)).flatten()
     }
 
     fn policy_rules(&self, ctx: &mut Ctx<'a>, policy: &'a NetworkPolicy) -> Vec<AllowRule> {
@@ -199,9 +231,10 @@ impl<'a> NetworkPolicies<'a> {
                 .iter()
                 .filter(|p| !is_finished(p))
                 .collect();
-            push_named(ctx, out, &all, &ports, &rule_origin);
+            push_named(ctx, out, &all, |ctx, k| all.get(k).map(|p| pod_ips(ctx, p)).unwrap_or_default(), &ports, &rule_origin);
             return;
         }
+        let numeric = ports.iter().any(|p| matches!(p, PortSpec::Numbers(_)));
         for (j, peer) in peers {
             let field = format!("spec.egress[{i}].to[{j}]");
             let origin = format!("{object} {field}");
@@ -209,14 +242,20 @@ impl<'a> NetworkPolicies<'a> {
                 Peer::Block { cidr, except } => push_numeric(out, cidr, &except, &ports, &origin),
                 Peer::Selectors(peer) => match self.peer_pods(policy, peer) {
                     Ok(pods) => {
-                        for pod in &pods {
-                            let pod_origin =
-                                format!("{origin} (pod {})", pod_ref(pod).qualified());
-                            for ip in pod_ips(ctx, pod) {
-                                push_numeric(out, host_net(ip), &[], &ports, &pod_origin);
+                        for candidate in &pods {
+                            let ips = candidate.ips(ctx);
+                            if !numeric || ips.is_empty() {
+                                continue;
+                            }
+                            let meta = &candidate.pod.metadata;
+                            let pod_origin = format!("{origin} (pod {}/{})", namespace(meta), name(meta));
+                            for ip in ips {
+                                push_numeric(out, host_net(*ip), &[], &ports, &pod_origin);
                             }
                         }
-                        push_named(ctx, out, &pods, &ports, &origin);
+                        let named: Vec<&Pod> = pods.iter().map(|c| c.pod).collect();
+                        let ips_of = |ctx: &mut Ctx<'_>, k: usize| pods.get(k).map(|c| c.ips(ctx).to_vec()).unwrap_or_default();
+                        push_named(ctx, out, &named, ips_of, &ports, &origin);
                     }
                     Err((sub, message)) => {
                         ctx.report(Severity::Error, &object, format!("{field}.{sub}"), message)
@@ -231,26 +270,21 @@ impl<'a> NetworkPolicies<'a> {
         &self,
         policy: &NetworkPolicy,
         peer: &NetworkPolicyPeer,
-    ) -> Result<Vec<&'a Pod>, (String, String)> {
+    ) -> Result<Vec<&Candidate<'a>>, (String, String)> {
         let policy_ns = namespace(&policy.metadata);
         let namespaces: Vec<&str> = match &peer.namespace_selector {
             None => vec![policy_ns],
             Some(sel) => {
-                let mut found = Vec::new();
-                for (ns, l) in &self.namespace_labels {
-                    if matches(sel, l, "namespaceSelector")? {
-                        found.push(ns.as_str());
-                    }
-                }
-                found
+                let sel = checked(sel, "namespaceSelector")?;
+                self.namespace_labels.iter().filter(|(_, l)| sel.matches(l)).map(|(ns, _)| ns.as_str()).collect()
             }
         };
-        let pod_selector = peer.pod_selector.clone().unwrap_or_default();
+        let pod_selector = checked(peer.pod_selector.as_ref().unwrap_or(&EVERY_POD), "podSelector")?;
         let mut pods = Vec::new();
         for ns in namespaces {
-            for pod in self.candidates.get(ns).into_iter().flatten() {
-                if matches(&pod_selector, labels(&pod.metadata), "podSelector")? {
-                    pods.push(*pod);
+            for candidate in self.candidates.get(ns).into_iter().flatten() {
+                if pod_selector.matches(labels(&candidate.pod.metadata)) {
+                    pods.push(candidate);
                 }
             }
         }
@@ -466,12 +500,8 @@ fn check_port_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn matches(
-    sel: &LabelSelector,
-    l: &BTreeMap<String, String>,
-    what: &str,
-) -> Result<bool, (String, String)> {
-    label_selector_matches(sel, l).map_err(|err| {
+fn checked<'s>(sel: &'s LabelSelector, what: &str) -> Result<CheckedSelector<'s>, (String, String)> {
+    CheckedSelector::new(sel).map_err(|err| {
         (
             format!("{what}.{}", err.field()),
             format!("{err}; the peer allows nothing"),
@@ -593,11 +623,13 @@ fn push_numeric(
     }
 }
 
-/// Named ports resolve against each destination pod's container ports.
+/// Named ports resolve against each destination pod's container ports
+/// (`ips_of(ctx, k)`: the addresses of `pods[k]`).
 fn push_named(
     ctx: &mut Ctx<'_>,
     out: &mut Vec<AllowRule>,
     pods: &[&Pod],
+    ips_of: impl Fn(&mut Ctx<'_>, usize) -> Vec<IpAddr>,
     ports: &[PortSpec],
     origin: &str,
 ) {
@@ -610,12 +642,11 @@ fn push_named(
         else {
             continue;
         };
-        for pod in pods {
+        for (k, pod) in pods.iter().enumerate() {
             let Some(number) = named_port(pod, port_name, proto_name) else {
                 continue;
             };
-            let ips: Vec<IpAddr> = pod_ips(ctx, pod);
-            for ip in ips {
+            for ip in ips_of(ctx, k) {
                 let rule = PortRule {
                     proto: *proto,
                     reason: REASON_NETWORK_POLICY,

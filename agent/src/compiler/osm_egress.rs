@@ -133,17 +133,25 @@ impl EgressPolicies {
         Self { grants }
     }
 
-    /// The rules granted to `pod`'s ServiceAccount, and the Egress
-    /// policies granting them.
-    pub fn rules_for(&self, pod: &Pod) -> (Vec<PolicyRule>, Vec<String>) {
-        let key = (namespace(&pod.metadata).to_owned(), service_account(pod).to_owned());
-        let mut rules = Vec::new();
-        let mut names = Vec::new();
-        for g in self.grants.iter().filter(|g| g.sources.contains(&key)) {
-            rules.extend(g.rules.iter().cloned());
-            names.push(g.name.clone());
-        }
-        (rules, names)
+    /// The positions of the grants to `pod`'s ServiceAccount, in order.
+    pub fn grants_for(&self, pod: &Pod) -> Vec<usize> {
+        let (ns, account) = (namespace(&pod.metadata), service_account(pod));
+        self.grants
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.sources.iter().any(|(n, a)| n == ns && a == account))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The rules of the grants at `grants` (from [`Self::grants_for`]).
+    pub fn rules_of(&self, grants: &[usize]) -> Vec<PolicyRule> {
+        grants.iter().filter_map(|i| self.grants.get(*i)).flat_map(|g| g.rules.iter().cloned()).collect()
+    }
+
+    /// The names of the Egress policies at `grants`.
+    pub fn names_of(&self, grants: &[usize]) -> Vec<String> {
+        grants.iter().filter_map(|i| self.grants.get(*i)).map(|g| g.name.clone()).collect()
     }
 }
 

@@ -6,6 +6,8 @@
 //! ServiceEntry addresses join); rule 5 (OSM `Egress` policies for the
 //! pod's ServiceAccount) adds to either. Services are judged later, on
 //! the flattened rules ([`super::service_judge`]).
+use std::collections::HashMap;
+
 use agent_common::{PortRule, REASON_CLUSTER_INTERNAL};
 use k8s_openapi::api::core::v1::Pod;
 
@@ -21,14 +23,33 @@ use super::Ctx;
 
 /// The rules of one workload.
 pub(crate) struct WorkloadRules {
-    /// In no particular order (the caller sorts them).
-    pub rules: Vec<PolicyRule>,
+    /// The workload's rule set: a position in [`RuleSets::sets`].
+    pub set: usize,
     /// Rule 4 applies (no egress NetworkPolicy selects the pod).
     pub cluster_internal: bool,
     /// Egress NetworkPolicies selecting the pod (`namespace/name`).
     pub network_policies: Vec<String>,
     /// OSM Egress policies granting the pod (`namespace/name`).
     pub mesh_egress: Vec<String>,
+}
+
+/// What a workload's rules depend on: workloads with the same key have
+/// the same rules, computed (and sorted) once.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct SetKey {
+    /// The NetworkPolicies that allow something to the pod (rule 3), or
+    /// the pod's namespace when none selects it (rule 4).
+    selected: Result<Vec<usize>, String>,
+    /// The OSM Egress grants to the pod (rule 5).
+    grants: Vec<usize>,
+}
+
+/// The distinct rule sets of the workloads, each sorted and without
+/// duplicates.
+#[derive(Default)]
+pub(crate) struct RuleSets {
+    known: HashMap<SetKey, usize>,
+    pub sets: Vec<Vec<PolicyRule>>,
 }
 
 /// What the cluster-internal rule (rule 4) covers: the cluster CIDRs and
@@ -63,11 +84,24 @@ pub(crate) fn workload_rules<'a>(
     policies: &mut NetworkPolicies<'a>,
     egress: &EgressPolicies,
     cluster_internal: &ClusterInternal,
+    sets: &mut RuleSets,
     pod: &Pod,
 ) -> WorkloadRules {
-    let (mut rules, network_policies, is_cluster_internal) = match policies.rules_for(ctx, pod) {
-        Some(selected) => {
-            if let Some(total) = selected.too_many {
+    let selection = policies.select(pod);
+    let grants = egress.grants_for(pod);
+    let key = SetKey {
+        selected: match &selection {
+            Some(s) => Ok(s.allowing.clone()),
+            None => Err(namespace(&pod.metadata).to_owned()),
+        },
+        grants,
+    };
+    let known = sets.known.get(&key).copied();
+    let network_rules = match &selection {
+        // Computed once per policy; checked for every pod, which is
+        // reported when over the limit.
+        Some(selected) => match policies.total(ctx, &selected.allowing) {
+            total if total > MAX_WORKLOAD_RULES => {
                 ctx.report(
                     Severity::Error,
                     &pod_ref(pod),
@@ -77,12 +111,29 @@ pub(crate) fn workload_rules<'a>(
                         selected.names.join(", ")
                     ),
                 );
+                Some(Vec::new())
             }
-            (selected.rules.into_iter().map(PolicyRule::from).collect(), selected.names, false)
-        }
-        None => (cluster_internal.rules_for(namespace(&pod.metadata)), Vec::new(), true),
+            _ => known.is_none().then(|| policies.rules_of(&selected.allowing).cloned().map(PolicyRule::from).collect()),
+        },
+        None => known.is_none().then(|| cluster_internal.rules_for(namespace(&pod.metadata))),
     };
-    let (mesh_rules, mesh_egress) = egress.rules_for(pod);
-    rules.extend(mesh_rules);
-    WorkloadRules { rules, cluster_internal: is_cluster_internal, network_policies, mesh_egress }
+    let set = match (known, network_rules) {
+        (Some(set), _) => set,
+        (None, rules) => {
+            let mut rules: Vec<PolicyRule> = rules.unwrap_or_default();
+            rules.extend(egress.rules_of(&key.grants));
+            rules.sort();
+            rules.dedup();
+            sets.sets.push(rules);
+            let set = sets.sets.len() - 1;
+            sets.known.insert(key.clone(), set);
+            set
+        }
+    };
+    WorkloadRules {
+        set,
+        cluster_internal: selection.is_none(),
+        mesh_egress: egress.names_of(&key.grants),
+        network_policies: selection.map(|s| s.names).unwrap_or_default(),
+    }
 }

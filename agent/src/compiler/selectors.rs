@@ -71,25 +71,37 @@ pub fn label_selector_matches(
     selector: &LabelSelector,
     labels: &BTreeMap<String, String>,
 ) -> Result<bool, SelectorError> {
-    check_label_selector(selector)?;
-    let mut matched = selector
-        .match_labels
-        .as_ref()
-        .is_none_or(|m| map_selects(m, labels));
-    for (index, expr) in selector.match_expressions.iter().flatten().enumerate() {
-        let values = expr.values.as_deref().unwrap_or_default();
-        let value = labels.get(&expr.key);
-        let operator = expr.operator.clone();
-        let holds = match expr.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => return Err(SelectorError::UnknownOperator { index, operator }),
-        };
-        matched &= holds;
+    Ok(CheckedSelector::new(selector)?.matches(labels))
+}
+
+/// A `LabelSelector` that passed [`check_label_selector`]: matching it
+/// against many label sets checks it only once.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedSelector<'s>(&'s LabelSelector);
+
+impl<'s> CheckedSelector<'s> {
+    pub fn new(selector: &'s LabelSelector) -> Result<Self, SelectorError> {
+        check_label_selector(selector)?;
+        Ok(Self(selector))
     }
-    Ok(matched)
+
+    /// Kubernetes `LabelSelector` semantics (see [`label_selector_matches`]).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let selector = self.0;
+        selector.match_labels.as_ref().is_none_or(|m| map_selects(m, labels))
+            && selector.match_expressions.iter().flatten().all(|expr| {
+                let values = expr.values.as_deref().unwrap_or_default();
+                let value = labels.get(&expr.key);
+                match expr.operator.as_str() {
+                    "In" => value.is_some_and(|v| values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    // Refused by the check.
+                    _ => false,
+                }
+            })
+    }
 }
 
 /// The checks the API server makes on a `LabelSelector`: label keys and

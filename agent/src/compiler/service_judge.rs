@@ -22,7 +22,6 @@
 //! captures a gateway address is denied there unless its endpoints are
 //! gateways or DNS too), and each workload policy then decides the
 //! Service ports the global policy does not allow.
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use agent_common::{PortRule, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
@@ -32,29 +31,8 @@ use crate::desired::{AllowRule, Diagnostic};
 
 use super::ips::host_net;
 use super::services::{Endpoint, Frontends};
-use super::trie::{cap_one, normalize_port_rules, PrefixLengths, RuleMap};
-
-/// Longest-prefix lookups in a rule map, as the datapath does them.
-pub(crate) struct Lookup<'a> {
-    map: HashMap<IpNet, &'a [PortRule]>,
-    lengths: PrefixLengths,
-}
-
-impl<'a> Lookup<'a> {
-    pub fn new(map: &'a RuleMap) -> Self {
-        Self { map: map.iter().map(|(net, rules)| (*net, rules.as_slice())).collect(), lengths: PrefixLengths::of(map.keys()) }
-    }
-
-    /// The rules of the longest prefix holding `ip`.
-    pub fn rules_at(&self, ip: IpAddr) -> Option<&'a [PortRule]> {
-        self.lengths.supernets(host_net(ip)).find_map(|net| self.map.get(&net).copied())
-    }
-
-    /// The reason of the first rule allowing `proto`/`port` to `ip`.
-    pub fn allows(&self, ip: IpAddr, proto: u8, port: u16) -> Option<u8> {
-        self.rules_at(ip)?.iter().find(|r| r.matches(proto, port)).map(|r| r.reason)
-    }
-}
+pub(crate) use super::lookup::Lookup;
+use super::trie::{cap_one, normalize_port_rules, RuleMap};
 
 /// Judge every Service frontend against `map` and change `map`
 /// accordingly. Returns the allow rules added (for explanations). With
@@ -226,17 +204,5 @@ mod tests {
         let mut v6 = vec![PortRule::any(REASON_CLUSTER_INTERNAL)];
         subtract(&mut v6, PROTO_UDP, 53, true);
         assert!(v6.iter().any(|x| x.proto == PROTO_ICMPV6) && !v6.iter().any(|x| x.proto == PROTO_ICMP));
-    }
-
-    #[test]
-    fn lookup_takes_the_longest_prefix() {
-        let mut map = RuleMap::new();
-        map.insert("10.0.0.0/8".parse().expect("net"), vec![PortRule::any(REASON_CLUSTER_INTERNAL)]);
-        map.insert("10.1.0.0/16".parse().expect("net"), vec![]);
-        let l = Lookup::new(&map);
-        assert_eq!(l.allows("10.2.0.1".parse().expect("ip"), PROTO_TCP, 80), Some(REASON_CLUSTER_INTERNAL));
-        assert_eq!(l.allows("10.1.0.1".parse().expect("ip"), PROTO_TCP, 80), None);
-        assert_eq!(l.allows("11.0.0.1".parse().expect("ip"), PROTO_TCP, 80), None);
-        assert_eq!(l.allows("fd00::1".parse().expect("ip"), PROTO_TCP, 80), None);
     }
 }

@@ -56,7 +56,10 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
 
 /// Build the cluster. Every fourth namespace is not enforced; every other
 /// one has a default-deny NetworkPolicy plus an allow to its own
-/// namespace, cluster DNS and one external range; every namespace has an
+/// namespace, cluster DNS and one external range, and an allow from its
+/// db pods to the db pods of the next team's namespaces (cross-namespace
+/// peers, as in the control-plane bench); every third an allow to three
+/// ipBlocks; every namespace has an
 /// OSM Egress for its `default` ServiceAccount (every fifth with the host
 /// name [`SYNTHETIC_HOST`]); every tenth a
 /// `MESH_INTERNAL` ServiceEntry (exported to its own namespace).
@@ -104,6 +107,26 @@ pub fn synthetic_cluster(spec: &SyntheticSpec) -> Snapshot {
                     {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                      "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
                     {"to": [{"ipBlock": {"cidr": "203.0.113.0/24", "except": ["203.0.113.128/25"]}}], "ports": [{"port": 443}]},
+                ]},
+            })));
+            // Cross-namespace peers: the db pods of every namespace of
+            // the next team (a seventh of the cluster).
+            snap.network_policies.push(typed(json!({
+                "metadata": {"name": "allow-partners", "namespace": ns},
+                "spec": {"podSelector": {"matchLabels": {"tier": "db"}}, "policyTypes": ["Egress"], "egress": [
+                    {"to": [{"namespaceSelector": {"matchLabels": {"team": format!("t{}", (n + 1) % 7)}}, "podSelector": {"matchLabels": {"tier": "db"}}}],
+                     "ports": [{"port": 5432}]},
+                ]},
+            })));
+        }
+        if n % 3 == 0 {
+            snap.network_policies.push(typed(json!({
+                "metadata": {"name": "allow-external", "namespace": ns},
+                "spec": {"podSelector": {"matchLabels": {"tier": "web"}}, "policyTypes": ["Egress"], "egress": [
+                    {"to": [{"ipBlock": {"cidr": "203.0.113.0/24", "except": ["203.0.113.128/25"]}},
+                            {"ipBlock": {"cidr": format!("198.18.{}.0/24", n % 256)}},
+                            {"ipBlock": {"cidr": "192.0.2.10/32"}}],
+                     "ports": [{"port": 443}]},
                 ]},
             })));
         }

@@ -26,20 +26,63 @@ pub fn add_document(
     doc: serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
 ) {
-    add_value(snapshot, source, "", doc, diags, 0);
+    add_value(snapshot, source, "", doc, diags);
 }
 
-/// How deep `List`s may nest (kubectl writes one level). Deeper ones are
-/// reported and skipped: each level is a stack frame of the decoder.
-const MAX_LIST_DEPTH: usize = 8;
+/// Where decoded objects go: a [`Snapshot`], or a list kept to be added
+/// later ([`Decoded`]).
+pub trait Sink {
+    fn add(&mut self, object: Object, source: &str, diags: &mut Vec<Diagnostic>);
+}
+
+impl Sink for Snapshot {
+    fn add(&mut self, object: Object, source: &str, diags: &mut Vec<Diagnostic>) {
+        self.insert(object, source, diags);
+    }
+}
+
+/// The objects of one file, in order, each with the number of the file's
+/// diagnostics reported before it: [`Decoded::replay`] adds them to a
+/// snapshot as [`add_document`] would have, in the same order.
+#[derive(Clone, Debug, Default)]
+pub struct Decoded {
+    pub objects: Vec<(usize, Object)>,
+}
+
+impl Sink for Decoded {
+    fn add(&mut self, object: Object, _source: &str, diags: &mut Vec<Diagnostic>) {
+        self.objects.push((diags.len(), object));
+    }
+}
+
+impl Decoded {
+    /// Decode one document of `source` into this list (its problems into
+    /// `diags`, the file's own diagnostics).
+    pub fn add_document(&mut self, source: &str, doc: serde_yaml::Value, diags: &mut Vec<Diagnostic>) {
+        add_value(self, source, "", doc, diags);
+    }
+
+    /// Add the objects to `snapshot`, with `file_diags` (the diagnostics
+    /// reported while decoding them) interleaved into `diags` where they
+    /// were reported.
+    pub fn replay(&self, snapshot: &mut Snapshot, source: &str, file_diags: &[Diagnostic], diags: &mut Vec<Diagnostic>) {
+        let mut done = 0;
+        for (before, object) in &self.objects {
+            let upto = (*before).min(file_diags.len());
+            diags.extend(file_diags.get(done..upto).into_iter().flatten().cloned());
+            done = done.max(upto);
+            snapshot.insert(object.clone(), source, diags);
+        }
+        diags.extend(file_diags.get(done..).into_iter().flatten().cloned());
+    }
+}
 
 fn add_value(
-    snapshot: &mut Snapshot,
+    snapshot: &mut impl Sink,
     source: &str,
     prefix: &str,
     doc: serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
-    depth: usize,
 ) {
     if doc.is_null() {
         return;
@@ -70,17 +113,7 @@ fn add_value(
         .to_owned();
     let decoded = match (api_version.as_str(), kind.as_str()) {
         (_, "List") | (_, "") if doc.get("items").is_some() => {
-            if depth >= MAX_LIST_DEPTH {
-                diags.push(Diagnostic {
-                    severity: Severity::Error,
-                    object: "List".to_owned(),
-                    field: format!("{prefix}items"),
-                    message: format!("Lists nested more than {MAX_LIST_DEPTH} deep; ignored"),
-                    source: Some(source.to_owned()),
-                });
-                return;
-            }
-            add_list(snapshot, source, prefix, doc, diags, depth + 1);
+            add_list(snapshot, source, prefix, doc, diags);
             return;
         }
         (_, "") => {
@@ -93,6 +126,27 @@ fn add_value(
             });
             return;
         }
+        (api, kind) => decode_object(source, prefix, api, kind, doc, diags),
+    };
+    if let Some(object) = decoded {
+        snapshot.add(object, source, diags);
+    }
+}
+
+/// Decode one object of a kind Tollgate reads (`None` when it is not one,
+/// or when it does not decode: reported). Kept out of [`add_value`], which
+/// recurses into `List`s, so that each level of nesting costs little
+/// stack whatever the size of the typed decoders.
+#[inline(never)]
+fn decode_object(
+    source: &str,
+    prefix: &str,
+    api_version: &str,
+    kind: &str,
+    doc: serde_yaml::Value,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Object> {
+    match (api_version, kind) {
         ("v1", "Namespace") => {
             decode::<Namespace>(source, prefix, ObjectKind::Namespace, doc, diags)
                 .map(Object::from)
@@ -152,7 +206,7 @@ fn add_value(
                     },
                     source: Some(source.to_owned()),
                 });
-                return;
+                return None;
             }
             debug!(
                 source,
@@ -160,21 +214,17 @@ fn add_value(
                 kind,
                 "ignoring object of a kind tollgate does not read"
             );
-            return;
+            None
         }
-    };
-    if let Some(object) = decoded {
-        snapshot.insert(object, source, diags);
     }
 }
 
 fn add_list(
-    snapshot: &mut Snapshot,
+    snapshot: &mut impl Sink,
     source: &str,
     prefix: &str,
     doc: serde_yaml::Value,
     diags: &mut Vec<Diagnostic>,
-    depth: usize,
 ) {
     let serde_yaml::Value::Mapping(mut map) = doc else {
         return;
@@ -182,7 +232,7 @@ fn add_list(
     match map.remove("items") {
         Some(serde_yaml::Value::Sequence(items)) => {
             for (i, item) in items.into_iter().enumerate() {
-                add_value(snapshot, source, &format!("{prefix}items[{i}]."), item, diags, depth);
+                add_value(snapshot, source, &format!("{prefix}items[{i}]."), item, diags);
             }
         }
         Some(serde_yaml::Value::Null) | None => {}
@@ -471,27 +521,6 @@ mod tests {
         ] {
             assert!(add(&mut snap, "o.yaml", yaml).is_empty(), "{yaml}");
         }
-        assert!(snap.is_empty());
-    }
-
-    #[test]
-    fn lists_nested_too_deep_are_reported_not_recursed_into() {
-        let mut snap = Snapshot::new();
-        let pod = "{apiVersion: v1, kind: Pod, metadata: {name: p, namespace: n, uid: u}}";
-        let nest = |levels: usize| {
-            let mut doc = pod.to_owned();
-            for _ in 0..levels {
-                doc = format!("{{apiVersion: v1, kind: List, items: [{doc}]}}");
-            }
-            doc
-        };
-        assert!(add(&mut snap, "ok.yaml", &nest(MAX_LIST_DEPTH)).is_empty());
-        assert_eq!(snap.len(), 1, "the pod inside {MAX_LIST_DEPTH} Lists is read");
-        let mut snap = Snapshot::new();
-        let diags = add(&mut snap, "deep.yaml", &nest(40));
-        assert_eq!(diags.len(), 1, "{diags:?}");
-        assert_eq!(diags[0].object, "List");
-        assert!(diags[0].field.starts_with("items[0].items[0]."), "{}", diags[0].field);
         assert!(snap.is_empty());
     }
 

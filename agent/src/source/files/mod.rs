@@ -9,6 +9,7 @@
 pub mod decode;
 pub mod watch;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
@@ -21,6 +22,7 @@ use tracing::debug;
 
 use crate::desired::{Diagnostic, Severity};
 use crate::model::Snapshot;
+use decode::Decoded;
 
 #[derive(Debug, Error)]
 pub enum SourceError {
@@ -39,45 +41,108 @@ pub enum SourceError {
 /// applied); the other files still apply. Fails only when `dir` itself
 /// cannot be read.
 pub fn load_dir(dir: &Path) -> Result<(Snapshot, Vec<Diagnostic>), SourceError> {
+    load_dir_cached(dir, &mut FileCache::default())
+}
+
+/// What the files of a folder gave when last read, kept while each file's
+/// size and modification time stay the same (as [`fingerprint`] tells
+/// changes): a change of one file reads and decodes that file only.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    files: BTreeMap<PathBuf, FileRead>,
+    /// Files read and decoded by the last [`load_dir_cached`].
+    decoded_last: usize,
+}
+
+impl FileCache {
+    /// How many files the last [`load_dir_cached`] read and decoded (the
+    /// others came from the cache).
+    pub fn decoded_last(&self) -> usize {
+        self.decoded_last
+    }
+}
+
+/// One file as read: its objects and the problems found decoding it.
+#[derive(Debug)]
+struct FileRead {
+    /// Size and modification time before it was read; `None` when they
+    /// could not be read (the file is read again every time).
+    stamp: Option<(u64, u128)>,
+    decoded: Decoded,
+    diags: Vec<Diagnostic>,
+}
+
+/// [`load_dir`], reading again only the files whose size or modification
+/// time changed since `cache` saw them (files gone are forgotten).
+pub fn load_dir_cached(dir: &Path, cache: &mut FileCache) -> Result<(Snapshot, Vec<Diagnostic>), SourceError> {
     let files = manifest_files(dir)?;
     let mut snapshot = Snapshot::new();
     let mut diags = Vec::new();
-    for path in &files {
+    let mut kept = BTreeMap::new();
+    cache.decoded_last = 0;
+    for path in files {
         let name = path.display().to_string();
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(err) => {
-                diags.push(file_diag(
-                    &name,
-                    "(file)",
-                    format!("cannot read the file: {err}; file skipped"),
-                ));
-                continue;
+        let stamp = stamp(&path);
+        let read = match cache.files.remove(&path) {
+            Some(read) if stamp.is_some() && read.stamp == stamp => read,
+            _ => {
+                cache.decoded_last += 1;
+                read_file(&path, &name, stamp)
             }
         };
-        add_file_text(&mut snapshot, &name, &text, &mut diags);
+        read.decoded.replay(&mut snapshot, &name, &read.diags, &mut diags);
+        kept.insert(path, read);
     }
+    cache.files = kept;
     Ok((snapshot, diags))
 }
 
-/// Adds the objects of one manifest file's text (`name` names it in
-/// diagnostics). A file with a YAML syntax error adds nothing (a half-read
-/// file is not applied) and is reported. The whole reading path of the
-/// files source, without the file system: the fuzzer drives it.
-pub fn add_file_text(snapshot: &mut Snapshot, name: &str, text: &str, diags: &mut Vec<Diagnostic>) {
+/// Size and modification time (ns since the epoch) of a file.
+fn stamp(path: &Path) -> Option<(u64, u128)> {
+    let meta = fs::metadata(path).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some((meta.len(), mtime))
+}
+
+/// Read and decode one manifest file.
+fn read_file(path: &Path, name: &str, stamp: Option<(u64, u128)>) -> FileRead {
+    let mut read = FileRead { stamp, decoded: Decoded::default(), diags: Vec::new() };
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            read.diags.push(file_diag(name, "(file)", format!("cannot read the file: {err}; file skipped")));
+            return read;
+        }
+    };
+    decode_text(&mut read, name, &text);
+    read
+}
+
+/// Decode one file's text into `read`. A file with a YAML syntax error
+/// adds nothing (a half-read file is not applied) and is reported.
+fn decode_text(read: &mut FileRead, name: &str, text: &str) {
     match parse_documents(text) {
         Ok(docs) => {
             debug!(file = %name, documents = docs.len(), "loaded manifest file");
             for doc in docs {
-                decode::add_document(snapshot, name, doc, diags);
+                read.decoded.add_document(name, doc, &mut read.diags);
             }
         }
-        Err((index, err)) => diags.push(file_diag(
+        Err((index, err)) => read.diags.push(file_diag(
             name,
             &format!("document {index}"),
             format!("YAML syntax error in document {index}: {err}; file skipped"),
         )),
     }
+}
+
+/// Adds the objects of one manifest file's text to `snapshot` (`name`
+/// names it in diagnostics), by the same path as a file read from the
+/// folder, without the file system: the fuzzer drives it.
+pub fn add_file_text(snapshot: &mut Snapshot, name: &str, text: &str, diags: &mut Vec<Diagnostic>) {
+    let mut read = FileRead { stamp: None, decoded: Decoded::default(), diags: Vec::new() };
+    decode_text(&mut read, name, text);
+    read.decoded.replay(snapshot, name, &read.diags, diags);
 }
 
 /// A hash of the relative paths, sizes and modification times of the
@@ -246,6 +311,31 @@ mod tests {
             .filter_map(|n| n.metadata.name.clone())
             .collect();
         assert_eq!(names, ["g"]);
+    }
+
+    #[test]
+    fn only_changed_files_are_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = |name: &str, ns: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\n---\n");
+        fs::write(dir.path().join("a.yaml"), format!("{NS}---\n{}{}", pod("p", "a"), pod("", "a"))).expect("write");
+        fs::write(dir.path().join("b.yaml"), format!("{}kind: Pod\napiVersion: v2\n", pod("p", "a"))).expect("write");
+        fs::write(dir.path().join("c.yaml"), "metadata: {name: [unclosed\n").expect("write");
+        let mut cache = FileCache::default();
+        let same = |cache: &mut FileCache| {
+            let (cached, cached_diags) = load_dir_cached(dir.path(), cache).expect("loads");
+            let (fresh, fresh_diags) = load_dir(dir.path()).expect("loads");
+            assert_eq!(cached.objects(), fresh.objects());
+            assert_eq!(cached_diags, fresh_diags);
+            assert!(!fresh_diags.is_empty(), "the files have problems to report");
+        };
+        same(&mut cache);
+        assert_eq!(cache.decoded_last(), 3);
+        same(&mut cache);
+        assert_eq!(cache.decoded_last(), 0, "nothing changed: nothing read");
+        fs::write(dir.path().join("b.yaml"), pod("q", "a")).expect("write");
+        fs::remove_file(dir.path().join("c.yaml")).expect("rm");
+        same(&mut cache);
+        assert_eq!(cache.decoded_last(), 1, "only b.yaml read again");
     }
 
     #[test]

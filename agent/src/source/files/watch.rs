@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::{fingerprint, load_dir, SourceError};
+use super::{fingerprint, load_dir_cached, FileCache, SourceError};
 use crate::model::{Object, ObjectKind, ObjectRef};
 use crate::source::{ObjectChange, SourceEvent, SourceSender};
 
@@ -36,9 +36,10 @@ pub fn diff(old: &Sent, new: &Sent) -> Vec<ObjectChange> {
     changes
 }
 
-/// Reads the folder into what the source sends.
-fn read(dir: &std::path::Path) -> Result<(Sent, Vec<crate::desired::Diagnostic>), SourceError> {
-    let (snapshot, diags) = load_dir(dir)?;
+/// Reads the folder into what the source sends (only the files that
+/// changed since `cache` saw them are read and decoded again).
+fn read(dir: &std::path::Path, cache: &mut FileCache) -> Result<(Sent, Vec<crate::desired::Diagnostic>), SourceError> {
+    let (snapshot, diags) = load_dir_cached(dir, cache)?;
     let sent = snapshot
         .objects()
         .into_iter()
@@ -52,14 +53,15 @@ fn read(dir: &std::path::Path) -> Result<(Sent, Vec<crate::desired::Diagnostic>)
 /// starts from nothing because of a typo in `--manifests`.
 pub fn initial(dir: &std::path::Path, tx: &SourceSender) -> Result<FilesState, SourceError> {
     let fp = fingerprint(dir)?;
-    let (sent, diags) = read(dir)?;
+    let mut cache = FileCache::default();
+    let (sent, diags) = read(dir, &mut cache)?;
     let changes = diff(&Sent::new(), &sent);
     let _ = tx.send(SourceEvent::Changes { changes, received: Instant::now() });
     let _ = tx.send(SourceEvent::Diagnostics { scope: SCOPE.to_owned(), diags });
     for kind in ObjectKind::ALL {
         let _ = tx.send(SourceEvent::Synced { kind });
     }
-    Ok(FilesState { dir: dir.to_owned(), sent, fingerprint: fp, pending: None })
+    Ok(FilesState { dir: dir.to_owned(), sent, fingerprint: fp, pending: None, cache })
 }
 
 /// What the watcher remembers between polls.
@@ -68,6 +70,7 @@ pub struct FilesState {
     sent: Sent,
     fingerprint: u64,
     pending: Option<u64>,
+    cache: FileCache,
 }
 
 impl FilesState {
@@ -90,7 +93,7 @@ impl FilesState {
             return false;
         }
         self.pending = None;
-        match read(&self.dir) {
+        match read(&self.dir, &mut self.cache) {
             Ok((sent, diags)) => {
                 let received = Instant::now();
                 let changes = diff(&self.sent, &sent);
