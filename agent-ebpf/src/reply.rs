@@ -80,7 +80,7 @@ fn is_unspecified(family: u8, a: &[u8; 16]) -> bool {
 
 /// Is `addr` one of the workload's own addresses? (`None`: not known.)
 #[inline(always)]
-fn is_own(workload: u32, family: u8, addr: &[u8; 16]) -> Option<bool> {
+pub fn is_own(workload: u32, family: u8, addr: &[u8; 16]) -> Option<bool> {
     let own = unsafe { TG_ADDRS.get(workload) }?;
     if family == FAMILY_V4 {
         if own.has_v4 == 0 {
@@ -107,7 +107,7 @@ pub fn source_is_own(workload: u32, flow: &Flow) -> bool {
 
 /// An inbound packet from a peer that is not the pod itself.
 #[inline(always)]
-fn from_real_peer(workload: u32, flow: &Flow) -> bool {
+pub fn from_real_peer(workload: u32, flow: &Flow) -> bool {
     !is_loopback_addr(flow.family, &flow.src)
         && !is_unspecified(flow.family, &flow.src)
         && !same_addr(flow.family, &flow.src, &flow.dst)
