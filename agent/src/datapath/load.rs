@@ -126,7 +126,6 @@ pub fn start_agent_datapath_with(
     pins.create()?;
     let mut ebpf = load_object_with(&pins, opts)?;
     let mut maps = Maps::take(&mut ebpf)?;
-    let tc = TcLayer::new(&mut ebpf, &pins)?;
     let hash = object::hash() ^ if opts.kernel_log { KERNEL_LOG_SALT } else { 0 };
     let root_id = cgroup_id(cgroup_root)?;
     let stored_hash = maps.meta.get(&META_OBJECT_HASH, 0).map_err(map_err("TG_META"))?;
@@ -134,6 +133,7 @@ pub fn start_agent_datapath_with(
     let all_pinned = object::root_programs().all(|p| pins.link(p.name).exists());
     if all_pinned && stored_hash == hash && stored_root == root_id && !opts.kernel_log {
         info!(bpffs = %pins.root.display(), "adopted the pinned programs of a previous agent");
+        let tc = TcLayer::new(&mut ebpf, &pins)?;
         return Ok(AgentDatapath {
             ebpf,
             maps,
@@ -173,6 +173,8 @@ pub fn start_agent_datapath_with(
     }
     maps.meta.set(META_OBJECT_HASH, hash, 0).map_err(map_err("TG_META"))?;
     maps.meta.set(META_CGROUP_ROOT, root_id, 0).map_err(map_err("TG_META"))?;
+    // The TC programs load after the cgroup root's are attached.
+    let tc = TcLayer::new(&mut ebpf, &pins)?;
     info!(bpffs = %pins.root.display(), cgroup_root = %cgroup_root.display(), "attached the programs");
     let kernel_log = if opts.kernel_log {
         Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| DatapathError::KernelLog(e.to_string()))?)
