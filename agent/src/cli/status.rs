@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::{CliError, OutputFormat};
 use crate::{
-    datapath::{bpffs::is_bpffs, bpffs::PinDir, object::{Attach, PROGRAMS}},
+    datapath::{bpffs::is_bpffs, bpffs::PinDir, object::PROGRAMS},
     runtime::state::{read_explain, StatusFile, ANALYSIS_FILE, STATUS_FILE},
 };
 pub use check::{Check, Outcome};
@@ -56,10 +56,11 @@ fn agent_alive(pid: u32) -> bool {
 fn observe(bpffs: &Path, state_dir: &Path) -> Observed {
     let pins = PinDir::new(bpffs);
     let bpffs_mounted = is_bpffs(bpffs) || bpffs.parent().is_some_and(is_bpffs);
-    // The TC layer's links are per pod, under links/tc.
+    // Only the cgroup root's programs have a link here: the TC layer's
+    // links are per pod (under links/tc), the verify program never attaches.
     let mut links: Vec<LinkState> = PROGRAMS
         .iter()
-        .filter(|p| !matches!(p.attach, Attach::Tc(_)))
+        .filter(|p| p.attach.at_cgroup_root())
         .map(|p| LinkState { program: p.name.to_owned(), expected: true, found: kernel::link(&pins.link(p.name)) })
         .collect();
     let others: BTreeSet<String> = std::fs::read_dir(pins.links())
