@@ -13,16 +13,13 @@
 //! - UDP/SCTP: a packet from a peer lets the pod answer it (same ports)
 //!   until the flow has been idle for `UDP_REPLY_IDLE_NS`; flows the pod
 //!   started itself (allowed by the rules) stay under the rules.
-use agent_common::{
-    parse::Flow, TcFlowKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TC_SYN_ANSWERED, TC_SYN_SEEN, UDP_INITIATED,
-    UDP_REPLY_IDLE_NS,
-};
+use agent_common::{parse::Flow, TcFlowKey, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TC_SYN_ANSWERED, TC_SYN_SEEN, UDP_INITIATED};
 use agent_common::parse::{TCP_ACK, TCP_SYN};
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 
 use crate::{
     maps::{TG_TC_FLOWS, TG_TC_SYN},
-    reply::from_real_peer,
+    reply::{answerable, from_real_peer, heard_from_peer},
 };
 
 /// The flow of a packet toward the pod, seen from the pod.
@@ -88,13 +85,8 @@ pub fn note_inbound(ifindex: u32, workload: u32, flow: &Flow) {
         return;
     }
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    match TG_TC_FLOWS.get_ptr_mut(key) {
-        // The pod started this flow: answers from the peer change nothing.
-        Some(seen) if unsafe { *seen } == UDP_INITIATED => {}
-        Some(seen) => unsafe { *seen = now },
-        None => {
-            let _ = TG_TC_FLOWS.insert(key, now, 0);
-        }
+    if heard_from_peer(TG_TC_FLOWS.get_ptr_mut(key), now) {
+        let _ = TG_TC_FLOWS.insert(key, now, 0);
     }
 }
 
@@ -135,14 +127,5 @@ pub fn is_reply(ifindex: u32, flow: &Flow) -> bool {
     if !is_datagram(flow.proto) {
         return false;
     }
-    let Some(seen) = TG_TC_FLOWS.get_ptr_mut(key) else {
-        return false;
-    };
-    let last = unsafe { *seen };
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    if last == UDP_INITIATED || now.wrapping_sub(last) > UDP_REPLY_IDLE_NS {
-        return false;
-    }
-    unsafe { *seen = now };
-    true
+    TG_TC_FLOWS.get_ptr_mut(key).is_some_and(answerable)
 }
