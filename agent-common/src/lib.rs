@@ -36,9 +36,16 @@ pub mod map_names {
     pub const EVENT_LIMITS: &str = "TG_EVENT_LIMITS";
     /// Per-workload (per-CPU) count of events the rate limit held back.
     pub const EVENTS_SUPPRESSED: &str = "TG_EVENTS_SUPPRESSED";
-    pub const ALL: [&str; 13] = [
+    /// Host-side veth (ifindex) of each pod the TC layer enforces.
+    pub const TC_PODS: &str = "TG_TC_PODS";
+    /// TCP handshakes from outside a pod, seen by the TC layer.
+    pub const TC_SYN: &str = "TG_TC_SYN";
+    /// Flows a pod may answer at the TC layer (established inbound TCP,
+    /// UDP/SCTP peers).
+    pub const TC_FLOWS: &str = "TG_TC_FLOWS";
+    pub const ALL: [&str; 16] = [
         CGROUPS, RULES_V4, RULES_V6, COUNTERS, WORKLOADS, META, SOCKS, SYN_SEEN, UDP_PEERS, ADDRS, EVENTS,
-        EVENT_LIMITS, EVENTS_SUPPRESSED,
+        EVENT_LIMITS, EVENTS_SUPPRESSED, TC_PODS, TC_SYN, TC_FLOWS,
     ];
 }
 
@@ -62,6 +69,13 @@ pub mod map_sizes {
     pub const UDP_PEERS: u32 = 65_536;
     /// Workloads whose addresses are known (one entry per workload).
     pub const ADDRS: u32 = WORKLOADS;
+    /// Pod veths the TC layer watches (one per pod).
+    pub const TC_PODS: u32 = WORKLOADS;
+    /// Inbound TCP handshakes in progress at the TC layer.
+    pub const TC_SYN: u32 = 65_536;
+    /// Answerable flows at the TC layer (established inbound TCP and
+    /// UDP/SCTP peers).
+    pub const TC_FLOWS: u32 = 262_144;
 }
 
 /// How long a UDP/SCTP socket may answer a peer after it last heard from
@@ -432,6 +446,46 @@ pub struct PodAddrs {
     pub v6: [u8; 16],
 }
 
+/// Cgroup ids at and above this never name a real cgroup (the kernel
+/// numbers cgroups from 1 upwards): the agent registers
+/// `WORKLOAD_CGROUP_BASE | workload` in `TG_CGROUPS` for every workload, so
+/// that the verify and TC programs find a workload's entry by its id.
+pub const WORKLOAD_CGROUP_BASE: u64 = 0xffff_0000_0000_0000;
+
+/// `TcPod::flags`: the pod's processes are not in its network namespace
+/// (a sandboxed runtime): the TC layer is its only enforcement, so it
+/// counts what it allows too.
+pub const TC_POD_ALONE: u32 = 1;
+
+/// Value of `TG_TC_PODS`, keyed by the ifindex of the pod's host-side veth.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcPod {
+    pub workload: u32,
+    /// `TC_POD_*` bits.
+    pub flags: u32,
+}
+
+/// Key of `TG_TC_SYN` and `TG_TC_FLOWS`: a flow seen from the pod behind
+/// the veth `ifindex`. IPv4 addresses sit in the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct TcFlowKey {
+    pub ifindex: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+}
+
+/// `TG_TC_SYN` values: the peer's SYN was seen; the pod answered it with a
+/// SYN-ACK (only then does the peer's ACK establish the flow).
+pub const TC_SYN_SEEN: u64 = 1;
+pub const TC_SYN_ANSWERED: u64 = 2;
+
 /// Index of `TG_META` (an array of `u64`).
 pub const META_OBJECT_HASH: u32 = 0;
 /// The policy generation: the agent bumps it after every apply that
@@ -467,6 +521,8 @@ mod pod_impls {
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for PeerKey {}
     unsafe impl aya::Pod for PodAddrs {}
+    unsafe impl aya::Pod for TcPod {}
+    unsafe impl aya::Pod for TcFlowKey {}
 }
 
 #[cfg(test)]

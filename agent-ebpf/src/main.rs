@@ -7,6 +7,9 @@
 //!   state that a pod cannot forge (see `reply`).
 //! - `tg_connect4/6`, `tg_sendmsg4/6` (cgroup/sock_addr): the same verdict at
 //!   `connect()`/`sendmsg()`, so applications get EPERM at once.
+//! - `tg_tc_from_pod` / `tg_tc_to_pod` (TC on each pod's host-side veth):
+//!   the same decision below the socket layer, for frames no socket hook
+//!   sees (AF_PACKET, raw IP), with anti-spoofing (see `tc_programs`).
 //! - `tg_verify` (cgroup_skb, never attached): the same decision run by
 //!   `tollgate verify` through BPF_PROG_TEST_RUN.
 #![no_std]
@@ -22,6 +25,8 @@ mod skb_programs;
 mod sock_addr_programs;
 mod sock_ops_program;
 mod sock_storage;
+mod tc_programs;
+mod tc_reply;
 mod verdict_cache;
 
 #[unsafe(no_mangle)]

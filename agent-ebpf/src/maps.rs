@@ -1,7 +1,7 @@
 //! The maps, pinned by name under the agent's bpffs folder.
 use agent_common::{
     map_sizes, CgroupEntry, ConnKey, CounterValue, EventBucket, PeerKey, PodAddrs, RuleKeyV4, RuleKeyV6, RuleSet,
-    SockState, WorkloadInfo, COUNTED_WORKLOADS, META_ENTRIES,
+    SockState, TcFlowKey, TcPod, WorkloadInfo, COUNTED_WORKLOADS, META_ENTRIES,
 };
 use aya_ebpf::{
     macros::map,
@@ -68,3 +68,18 @@ pub static TG_UDP_PEERS: LruHashMap<PeerKey, u64> = LruHashMap::pinned(map_sizes
 /// Each workload's own addresses.
 #[map]
 pub static TG_ADDRS: HashMap<u32, PodAddrs> = HashMap::pinned(map_sizes::ADDRS, NO_PREALLOC);
+
+/// The TC layer: the pod behind each watched host-side veth (by ifindex).
+#[map]
+pub static TG_TC_PODS: HashMap<u32, TcPod> = HashMap::pinned(map_sizes::TC_PODS, NO_PREALLOC);
+
+/// The TC layer: TCP handshakes a peer outside the pod started
+/// (`TC_SYN_SEEN`, then `TC_SYN_ANSWERED`). A SYN flood can only push out
+/// handshakes in progress, never an established flow (a map of its own).
+#[map]
+pub static TG_TC_SYN: LruHashMap<TcFlowKey, u64> = LruHashMap::pinned(map_sizes::TC_SYN, 0);
+
+/// The TC layer: flows the pod may answer (boot time of the peer's last
+/// packet; `UDP_INITIATED` for UDP/SCTP flows the pod started itself).
+#[map]
+pub static TG_TC_FLOWS: LruHashMap<TcFlowKey, u64> = LruHashMap::pinned(map_sizes::TC_FLOWS, 0);

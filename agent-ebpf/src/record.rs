@@ -114,10 +114,16 @@ pub fn event(workload: u32, verdict: u8, reason: u8, f: &Flow, bytes: u64, layer
 /// an event.
 #[inline(always)]
 pub fn record(entry: &CgroupEntry, d: &Decision, f: &Flow, bytes: u64) -> u8 {
+    record_at(entry, d, f, bytes, LAYER_CGROUP_EGRESS)
+}
+
+/// [`record`] for the layer `layer`.
+#[inline(always)]
+pub fn record_at(entry: &CgroupEntry, d: &Decision, f: &Flow, bytes: u64, layer: u8) -> u8 {
     let v = verdict(entry, d);
     count(entry.workload, v, d.reason, bytes);
     if v != VERDICT_ALLOW {
-        event(entry.workload, v, d.reason, f, bytes, LAYER_CGROUP_EGRESS);
+        event(entry.workload, v, d.reason, f, bytes, layer);
     }
     v
 }

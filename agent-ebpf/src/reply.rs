@@ -80,7 +80,7 @@ fn is_unspecified(family: u8, a: &[u8; 16]) -> bool {
 
 /// Is `addr` one of the workload's own addresses? (`None`: not known.)
 #[inline(always)]
-fn is_own(workload: u32, family: u8, addr: &[u8; 16]) -> Option<bool> {
+pub fn is_own(workload: u32, family: u8, addr: &[u8; 16]) -> Option<bool> {
     let own = unsafe { TG_ADDRS.get(workload) }?;
     if family == FAMILY_V4 {
         if own.has_v4 == 0 {
@@ -107,7 +107,7 @@ pub fn source_is_own(workload: u32, flow: &Flow) -> bool {
 
 /// An inbound packet from a peer that is not the pod itself.
 #[inline(always)]
-fn from_real_peer(workload: u32, flow: &Flow) -> bool {
+pub fn from_real_peer(workload: u32, flow: &Flow) -> bool {
     !is_loopback_addr(flow.family, &flow.src)
         && !is_unspecified(flow.family, &flow.src)
         && !same_addr(flow.family, &flow.src, &flow.dst)
@@ -139,14 +139,37 @@ pub fn note_inbound(ctx: &SkBuffContext, entry: &CgroupEntry) {
         _pad: 0,
         addr: flow.src,
     };
-    match TG_UDP_PEERS.get_ptr_mut(key) {
-        // The pod started this flow: answers from the peer change nothing.
-        Some(seen) if unsafe { *seen } == UDP_INITIATED => {}
-        Some(seen) => unsafe { *seen = now },
-        None => {
-            let _ = TG_UDP_PEERS.insert(key, now, 0);
-        }
+    if heard_from_peer(TG_UDP_PEERS.get_ptr_mut(key), now) {
+        let _ = TG_UDP_PEERS.insert(key, now, 0);
     }
+}
+
+/// A datagram peer's packet, with the flow's entry (if any): its time is
+/// refreshed unless the pod started the flow (answers from the peer then
+/// change nothing). True when the entry must be created.
+#[inline(always)]
+pub fn heard_from_peer(seen: Option<*mut u64>, now: u64) -> bool {
+    match seen {
+        Some(seen) if unsafe { *seen } == UDP_INITIATED => false,
+        Some(seen) => {
+            unsafe { *seen = now };
+            false
+        }
+        None => true,
+    }
+}
+
+/// May a datagram flow with this entry be answered now? (It is then
+/// refreshed.) Not a flow the pod started, not idle too long.
+#[inline(always)]
+pub fn answerable(seen: *mut u64) -> bool {
+    let last = unsafe { *seen };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if last == UDP_INITIATED || now.wrapping_sub(last) > UDP_REPLY_IDLE_NS {
+        return false;
+    }
+    unsafe { *seen = now };
+    true
 }
 
 /// A UDP/SCTP flow the rules allowed the socket to start: its peer's
@@ -168,16 +191,7 @@ pub fn note_outbound(cookie: u64, flow: &Flow) {
 #[inline(always)]
 pub fn udp_peer_answers(cookie: u64, flow: &Flow) -> bool {
     let key = PeerKey { cookie, family: flow.family, proto: flow.proto, port: flow.dport, _pad: 0, addr: flow.dst };
-    let Some(seen) = TG_UDP_PEERS.get_ptr_mut(key) else {
-        return false;
-    };
-    let last = unsafe { *seen };
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    if last == UDP_INITIATED || now.wrapping_sub(last) > UDP_REPLY_IDLE_NS {
-        return false;
-    }
-    unsafe { *seen = now };
-    true
+    TG_UDP_PEERS.get_ptr_mut(key).is_some_and(answerable)
 }
 
 /// Is the outbound packet `flow` (parsed) a reply, as the module

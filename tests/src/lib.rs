@@ -18,6 +18,7 @@ pub mod kube_story;
 pub mod manifests;
 pub mod pods;
 pub mod probe;
+pub mod raw_frames;
 pub mod procs;
 pub mod serve;
 pub mod story;

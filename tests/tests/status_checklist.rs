@@ -59,7 +59,7 @@ fn status_passes_with_the_agent_and_fails_once_the_programs_are_detached() {
     assert_eq!(v["result"], "pass", "{v:#}");
     let programs = check(&v, "programs");
     assert_eq!(programs["result"], "pass");
-    assert_eq!(programs["items"].as_array().map(Vec::len), Some(6), "six programs: {programs}");
+    assert_eq!(programs["items"].as_array().map(Vec::len), Some(7), "seven programs at the cgroup root: {programs}");
     let maps = check(&v, "maps");
     let cgroups_line = maps["items"].as_array().into_iter().flatten().filter_map(Value::as_str).find(|l| l.starts_with("TG_CGROUPS: "));
     // Every pod and container cgroup of the story is registered: the
@@ -77,9 +77,10 @@ fn status_passes_with_the_agent_and_fails_once_the_programs_are_detached() {
     let r = story.probe_tcp(&pods::TEST_EGRESS_SLEEP, ext, true, T).expect("probe");
     assert_eq!(r.errno, Some(libc::EPERM), "direct egress refused while attached: {r:?}");
 
-    // Detach: remove the link pins. The kernel drops the links with them.
+    // Detach: remove the link pins at the cgroup root (links/tc holds the
+    // TC layer's, per pod). The kernel drops the links with them.
     let links = bpffs.join("links");
-    for e in std::fs::read_dir(&links).expect("links folder").flatten() {
+    for e in std::fs::read_dir(&links).expect("links folder").flatten().filter(|e| !e.path().is_dir()) {
         std::fs::remove_file(e.path()).unwrap_or_else(|err| panic!("rm {}: {err}", e.path().display()));
     }
     let r = story.probe_tcp(&pods::TEST_EGRESS_SLEEP, ext, true, T).expect("probe");

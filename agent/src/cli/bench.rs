@@ -1,10 +1,14 @@
 //! `tollgate bench-datapath` (hidden; run by `cargo xtask bench`): the
 //! per-packet cost of the real egress program, measured by the kernel with
 //! BPF_PROG_TEST_RUN on a private, unattached load filled with a large
-//! synthetic state.
+//! synthetic state; then the TC layer's program on the same packets as
+//! Ethernet frames.
 use std::{net::IpAddr, path::Path, time::Instant};
 
-use agent_common::{CgroupEntry, PortRule, RuleSet, MODE_ENFORCE, REASON_CLUSTER_INTERNAL, REASON_GATEWAY};
+use agent_common::{
+    map_names, CgroupEntry, PortRule, RuleSet, TcPod, MODE_ENFORCE, REASON_CLUSTER_INTERNAL, REASON_GATEWAY,
+    WORKLOAD_CGROUP_BASE,
+};
 use ipnet::IpNet;
 
 use super::CliError;
@@ -13,8 +17,9 @@ use crate::datapath::{
     load::load_object,
     packet::{self, Protocol},
     pinned::{map_err, Maps},
-    reconcile::bump_generation,
+    reconcile::{bump_generation, pod_addrs},
     rule_keys::{self, RuleKey},
+    tc::FROM_POD_PROGRAM,
     test_run,
 };
 
@@ -115,5 +120,29 @@ fn bench(pins: &PinDir, prefixes: u32, repeat: u32) -> Result<(), CliError> {
         println!("{:<34} {:>10.1} {:>14.1}   ({})", name, ns, first, if ret == 1 { "passed" } else { "dropped" });
     }
     let _ = maps.cgroups.remove(&me);
+    bench_tc(&mut ebpf, &mut maps, entry, src, &cases, repeat)
+}
+
+/// The TC layer (`tg_tc_from_pod`) on the same packets as Ethernet frames,
+/// with `lo` (where test runs happen) registered as the pod's veth.
+fn bench_tc(ebpf: &mut aya::Ebpf, maps: &mut Maps, entry: CgroupEntry, src: IpAddr, cases: &[(&str, &str, u16)], repeat: u32) -> Result<(), CliError> {
+    const LO: u32 = 1;
+    maps.cgroups.insert(WORKLOAD_CGROUP_BASE | entry.workload as u64, entry, 0).map_err(map_err("TG_CGROUPS"))?;
+    maps.addrs.insert(entry.workload, pod_addrs(&[src]), 0).map_err(map_err("TG_ADDRS"))?;
+    let map = ebpf
+        .take_map(map_names::TC_PODS)
+        .ok_or_else(|| crate::datapath::DatapathError::MissingMap { name: map_names::TC_PODS.to_string() })?;
+    let mut pods: aya::maps::HashMap<_, u32, TcPod> = aya::maps::HashMap::try_from(map).map_err(map_err(map_names::TC_PODS))?;
+    pods.insert(LO, TcPod { workload: entry.workload, flags: 0 }, 0).map_err(map_err(map_names::TC_PODS))?;
+    let prog = test_run::load_tc_program(ebpf, FROM_POD_PROGRAM)?;
+    println!("{:<34} {:>10}", "case (tg_tc_from_pod, L2 frame)", "ns/packet");
+    for (name, dst, port) in cases {
+        let frame = packet::build(src, dst.parse().unwrap_or(src), Protocol::Tcp, 40000, *port);
+        let (ns, ret) = test_run::run_tc(prog, &frame, repeat)?;
+        println!("{:<34} {:>10.1}   ({})", name, ns, if ret == test_run::TC_DROP { "dropped" } else { "passed" });
+    }
+    let spoofed = packet::build("10.244.0.99".parse().unwrap_or(src), "10.244.0.20".parse().unwrap_or(src), Protocol::Tcp, 40000, 8080);
+    let (ns, ret) = test_run::run_tc(prog, &spoofed, repeat)?;
+    println!("{:<34} {:>10.1}   ({})", "spoofed source (drop)", ns, if ret == test_run::TC_DROP { "dropped" } else { "passed" });
     Ok(())
 }

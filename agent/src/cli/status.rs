@@ -56,8 +56,11 @@ fn agent_alive(pid: u32) -> bool {
 fn observe(bpffs: &Path, state_dir: &Path) -> Observed {
     let pins = PinDir::new(bpffs);
     let bpffs_mounted = is_bpffs(bpffs) || bpffs.parent().is_some_and(is_bpffs);
+    // Only the cgroup root's programs have a link here: the TC layer's
+    // links are per pod (under links/tc), the verify program never attaches.
     let mut links: Vec<LinkState> = PROGRAMS
         .iter()
+        .filter(|p| p.attach.at_cgroup_root())
         .map(|p| LinkState { program: p.name.to_owned(), expected: true, found: kernel::link(&pins.link(p.name)) })
         .collect();
     let others: BTreeSet<String> = std::fs::read_dir(pins.links())
@@ -65,7 +68,7 @@ fn observe(bpffs: &Path, state_dir: &Path) -> Observed {
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !PROGRAMS.iter().any(|p| p.name == n.as_str()))
+        .filter(|n| n != "tc" && !PROGRAMS.iter().any(|p| p.name == n.as_str()))
         .collect();
     links.extend(others.into_iter().map(|n| {
         let found = kernel::link(&pins.link(&n));

@@ -12,10 +12,10 @@ use agent_common::{WorkloadInfo, NAMESPACE_MAX, POD_NAME_MAX, UID_MAX};
 pub const RETIRED_WORKLOAD: u32 = 0;
 pub const MAX_WORKLOAD_ID: u32 = agent_common::map_sizes::WORKLOADS;
 
-/// Cgroup ids at and above this never name a real cgroup (the kernel
-/// numbers cgroups from 1 upwards): the agent registers one per workload
-/// so that `verify` can name any workload to the verify program.
-pub const VERIFY_CGROUP_BASE: u64 = 0xffff_0000_0000_0000;
+/// Cgroup ids at and above this never name a real cgroup: the agent
+/// registers one per workload so that `verify` (and the TC layer) can name
+/// any workload to the kernel programs.
+pub const VERIFY_CGROUP_BASE: u64 = agent_common::WORKLOAD_CGROUP_BASE;
 
 pub fn verify_cgroup(workload: u32) -> u64 {
     VERIFY_CGROUP_BASE | workload as u64

@@ -16,6 +16,8 @@ use super::{
     bpffs::PinDir,
     object::{self, Attach, ProgramSpec, SkbDirection},
     pinned::{map_err, Maps},
+    tc::TcLayer,
+    tc_pods::{TcPodInput, TcPods},
     DatapathError,
 };
 
@@ -74,6 +76,9 @@ pub struct AgentDatapath {
     pub outcome: AttachOutcome,
     /// Reads the kernel programs' logs (with `--kernel-log`).
     pub kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// The TC layer on each enforced pod's veth.
+    pub tc: TcLayer,
+    pub tc_pods: TcPods,
 }
 
 impl AgentDatapath {
@@ -83,6 +88,17 @@ impl AgentDatapath {
         if let Some(l) = self.kernel_log.as_mut() {
             l.flush();
         }
+    }
+
+    /// Puts the TC layer on the veths of the enforced pods of an apply and
+    /// takes it off pods that are gone. Errors are per pod (retried).
+    pub fn sync_tc(&mut self, pods: Vec<TcPodInput>) -> Vec<(String, DatapathError)> {
+        self.tc_pods.set(pods, &mut self.tc, &mut self.ebpf)
+    }
+
+    /// Looks again for veths not found yet (call it every tick).
+    pub fn retry_tc(&mut self) -> Vec<(String, DatapathError)> {
+        self.tc_pods.retry(&mut self.tc, &mut self.ebpf)
     }
 }
 
@@ -117,7 +133,16 @@ pub fn start_agent_datapath_with(
     let all_pinned = object::root_programs().all(|p| pins.link(p.name).exists());
     if all_pinned && stored_hash == hash && stored_root == root_id && !opts.kernel_log {
         info!(bpffs = %pins.root.display(), "adopted the pinned programs of a previous agent");
-        return Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Adopted, kernel_log: None });
+        let tc = TcLayer::new(&mut ebpf, &pins)?;
+        return Ok(AgentDatapath {
+            ebpf,
+            maps,
+            pins,
+            outcome: AttachOutcome::Adopted,
+            kernel_log: None,
+            tc,
+            tc_pods: TcPods::default(),
+        });
     }
     let cgroup = File::open(cgroup_root)
         .map_err(|e| DatapathError::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
@@ -148,13 +173,15 @@ pub fn start_agent_datapath_with(
     }
     maps.meta.set(META_OBJECT_HASH, hash, 0).map_err(map_err("TG_META"))?;
     maps.meta.set(META_CGROUP_ROOT, root_id, 0).map_err(map_err("TG_META"))?;
+    // The TC programs load after the cgroup root's are attached.
+    let tc = TcLayer::new(&mut ebpf, &pins)?;
     info!(bpffs = %pins.root.display(), cgroup_root = %cgroup_root.display(), "attached the programs");
     let kernel_log = if opts.kernel_log {
         Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| DatapathError::KernelLog(e.to_string()))?)
     } else {
         None
     };
-    Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Attached, kernel_log })
+    Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Attached, kernel_log, tc, tc_pods: TcPods::default() })
 }
 
 fn prog_err(name: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathError + '_ {

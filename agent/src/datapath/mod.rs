@@ -14,7 +14,10 @@ pub mod pinned;
 pub mod reconcile;
 pub mod rule_keys;
 pub mod shadow;
+pub mod tc;
+pub mod tc_pods;
 pub mod test_run;
+pub mod veth;
 pub mod writer;
 
 pub use error::DatapathError;

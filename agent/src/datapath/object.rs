@@ -81,6 +81,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec { name: "tg_sendmsg4", attach: Attach::CgroupSockAddr },
     ProgramSpec { name: "tg_sendmsg6", attach: Attach::CgroupSockAddr },
     ProgramSpec { name: "tg_sockops", attach: Attach::SockOps },
+    ProgramSpec { name: "tg_tc_from_pod", attach: Attach::Tc(TcDirection::Ingress) },
+    ProgramSpec { name: "tg_tc_to_pod", attach: Attach::Tc(TcDirection::Egress) },
     ProgramSpec { name: VERIFY_PROGRAM, attach: Attach::Never },
 ];
 

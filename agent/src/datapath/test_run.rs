@@ -5,7 +5,7 @@ use agent_common::{
     VERIFY_RESULT_VALID,
 };
 use aya::{
-    programs::{CgroupSkb, TestRun, TestRunOptions},
+    programs::{CgroupSkb, SchedClassifier, TestRun, TestRunOptions},
     Ebpf,
 };
 
@@ -92,5 +92,30 @@ pub fn time(prog: &CgroupSkb, frame: &[u8], ifindex: u32, repeat: u32) -> Result
         ..TestRunOptions::default()
     };
     let r = prog.test_run(opts).map_err(prog_err("bench"))?;
+    Ok((r.duration.as_nanos() as f64, r.return_value))
+}
+
+/// TC_ACT_UNSPEC as the test run returns it: the TC programs pass.
+pub const TC_PASS: u32 = u32::MAX;
+/// TC_ACT_SHOT.
+pub const TC_DROP: u32 = 2;
+
+/// Loads a TC program of `ebpf` (not attached) for test runs.
+pub fn load_tc_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, DatapathError> {
+    let p = ebpf.program_mut(name).ok_or_else(|| DatapathError::MissingMap { name: name.to_string() })?;
+    let p: &mut SchedClassifier = p.try_into().map_err(prog_err(name))?;
+    if p.fd().is_err() {
+        p.load().map_err(prog_err(name))?;
+    }
+    Ok(p)
+}
+
+/// Runs a TC program `repeat` times on the Ethernet frame `frame`, as
+/// seen on `lo` (ifindex 1, where test runs happen); returns the kernel's
+/// mean time per run in nanoseconds and the return value.
+pub fn run_tc(prog: &SchedClassifier, frame: &[u8], repeat: u32) -> Result<(f64, u32), DatapathError> {
+    let mut data_out = vec![0u8; frame.len() + 64];
+    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut data_out), repeat, ..TestRunOptions::default() };
+    let r = prog.test_run(opts).map_err(prog_err("tc"))?;
     Ok((r.duration.as_nanos() as f64, r.return_value))
 }

@@ -309,6 +309,7 @@ impl Agent {
         }
         let Some(dp) = self.datapath.as_mut() else { return };
         dp.flush_kernel_log();
+        dp.retry_tc();
         // Drop events: from the kernel's ring into the journal `flows` reads.
         match self.flow_events.poll(&mut dp.maps) {
             Ok(records) => {
@@ -524,6 +525,8 @@ impl Agent {
             }
         };
         self.metrics.observe_apply(started.elapsed(), Ok(()));
+        // The TC layer on the veths of the pods just registered (errors are logged and retried).
+        dp.sync_tc(datapath::tc_pods::inputs(desired, &registered, &self.cgroups));
         for (map, n) in &report.insert_failures {
             self.metrics.map_insert_failed(map, *n);
         }

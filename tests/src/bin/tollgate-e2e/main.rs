@@ -151,6 +151,30 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         count: u64,
     },
+    /// AF_PACKET frames out of --ifname to the next hop --dst-mac (UDP to
+    /// --dst:--dport from --src, which may be forged); prints JSON.
+    RawSend {
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        #[arg(long)]
+        dst_mac: String,
+        #[arg(long)]
+        src: std::net::IpAddr,
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        #[arg(long, default_value_t = 9)]
+        dport: u16,
+        /// SOCK_DGRAM (the kernel adds the Ethernet header) instead of SOCK_RAW.
+        #[arg(long)]
+        dgram: bool,
+        #[arg(long)]
+        qdisc_bypass: bool,
+        /// A lone non-first IPv4 fragment (no ports).
+        #[arg(long)]
+        fragment: bool,
+        #[arg(long, default_value_t = 3)]
+        count: u64,
+    },
     /// TCP SYNs from random sources of NET/24 through a raw socket (one JSON line).
     SynFlood {
         #[arg(long)]
@@ -310,6 +334,14 @@ fn real_main() -> Result<()> {
         }
         Cmd::UdpSpray { to, count } => {
             println!("{}", serde_json::to_string(&traffic::udp_spray(to, count)?)?);
+            Ok(())
+        }
+        Cmd::RawSend { ifname, dst_mac, src, dst, dport, dgram, qdisc_bypass, fragment, count } => {
+            use tollgate_e2e::raw_frames::{self, Kind};
+            let kind = if dgram { Kind::Dgram } else { Kind::Raw };
+            let mac = raw_frames::parse_mac(&dst_mac)?;
+            let r = raw_frames::send(&ifname, mac, kind, qdisc_bypass, src, dst, dport, fragment, count)?;
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Cmd::SynFlood { to, net, count } => {
