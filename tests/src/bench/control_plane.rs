@@ -200,6 +200,7 @@ fn kube_run(e2e_bin: &Path, tollgate_bin: &Path, opts: &Options) -> Result<SizeR
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 fn measure_agent(
     cfg: AgentConfig,
     source: &'static str,
