@@ -23,7 +23,8 @@ fn errno_of(r: std::io::Result<usize>) -> Option<i32> {
     r.err().map(|e| e.raw_os_error().unwrap_or(-1))
 }
 
-fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> Result<()> {
+/// `setsockopt` with an int value.
+pub fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> Result<()> {
     // SAFETY: a plain setsockopt with an int on a socket we own.
     let rc = unsafe {
         libc::setsockopt(fd, level, name, (&value as *const i32).cast(), std::mem::size_of::<i32>() as u32)
@@ -36,7 +37,7 @@ fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> Result<()> {
 
 /// A UDP socket bound to an address the pod does not own: IPv6 with
 /// IPV6_FREEBIND (no privilege), IPv4 with IP_TRANSPARENT (CAP_NET_RAW).
-fn forged_udp_socket(bind: SocketAddr) -> Result<UdpSocket> {
+pub fn forged_udp_socket(bind: SocketAddr) -> Result<UdpSocket> {
     let family = if bind.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: socket(2); the fd is owned by the UdpSocket below.
     let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -58,7 +59,8 @@ fn forged_udp_socket(bind: SocketAddr) -> Result<UdpSocket> {
     Ok(sock)
 }
 
-fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
+/// A `sockaddr_in`/`sockaddr_in6` for `a`, with its length.
+pub fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match a {
@@ -295,7 +297,8 @@ pub struct FloodResult {
     pub elapsed_ms: u64,
 }
 
-fn checksum(data: &[u8], mut sum: u32) -> u16 {
+/// The Internet checksum (RFC 1071) of `data`, starting from the partial sum `sum`.
+pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
     for ch in data.chunks(2) {
         sum += u32::from(u16::from_be_bytes([ch[0], *ch.get(1).unwrap_or(&0)]));
     }
