@@ -7,13 +7,14 @@
 //! source for packets without payload (TCP SYNs).
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::attack_packets::find_tag;
+use crate::traffic::capture_socket;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Seen {
@@ -43,19 +44,8 @@ pub fn sniff_tagged(ifname: &str, ms: u64) -> Result<()> {
     if want_if == 0 {
         bail!("no interface {ifname} here");
     }
-    let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
-    // SAFETY: socket(2); owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
-    if fd < 0 {
-        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    let _owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-    // SAFETY: SO_RCVTIMEO with a timeval.
-    unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32)
-    };
+    let owned = capture_socket()?;
+    let fd = owned.as_raw_fd();
     println!("ready");
     let _ = std::io::stdout().flush();
     let deadline = Instant::now() + Duration::from_millis(ms);
@@ -70,13 +60,26 @@ pub fn sniff_tagged(ifname: &str, ms: u64) -> Result<()> {
         if n <= 0 || ll.sll_ifindex != want_if || ll.sll_pkttype == PACKET_OUTGOING {
             continue;
         }
-        if let Some(s) = describe(&buf[..n as usize]) {
+        if let Some(mut s) = describe(&buf[..n as usize]) {
+            // The kernel's arrival time, not ours: the sniffer may run late.
+            if let Some(t) = last_arrival_ms(fd) {
+                s.t_ms = t;
+            }
             let mut e = stderr.lock();
             let _ = writeln!(e, "{}", serde_json::to_string(&s)?);
             let _ = e.flush();
         }
     }
     Ok(())
+}
+
+/// SIOCGSTAMP: when the last packet read from `fd` arrived (realtime).
+fn last_arrival_ms(fd: i32) -> Option<u64> {
+    const SIOCGSTAMP: libc::c_ulong = 0x8906;
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    // SAFETY: SIOCGSTAMP writes one timeval.
+    let rc = unsafe { libc::ioctl(fd, SIOCGSTAMP as _, &mut tv as *mut libc::timeval) };
+    (rc == 0).then(|| tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000)
 }
 
 /// One IP packet as a [`Seen`]; None for what is not IP and for neighbour

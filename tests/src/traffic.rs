@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default, Serialize)]
@@ -123,9 +123,9 @@ pub struct SniffResult {
     pub first: Vec<String>,
 }
 
-/// Counts IP packets whose source is one of `from`, on every interface of
-/// this netns, for `ms` milliseconds (AF_PACKET, cooked).
-pub fn sniff(from: &[IpAddr], ms: u64) -> Result<SniffResult> {
+/// A cooked AF_PACKET socket (IP packets, no link header) that sees every
+/// packet of this netns, with a 100 ms receive timeout.
+pub fn capture_socket() -> Result<OwnedFd> {
     let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
     // SAFETY: socket(2); owned below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
@@ -139,6 +139,14 @@ pub fn sniff(from: &[IpAddr], ms: u64) -> Result<SniffResult> {
     unsafe {
         libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32)
     };
+    Ok(owned)
+}
+
+/// Counts IP packets whose source is one of `from`, on every interface of
+/// this netns, for `ms` milliseconds (AF_PACKET, cooked).
+pub fn sniff(from: &[IpAddr], ms: u64) -> Result<SniffResult> {
+    let owned = capture_socket()?;
+    let fd = owned.as_raw_fd();
     println!("ready");
     let _ = std::io::stdout().flush();
     let deadline = Instant::now() + Duration::from_millis(ms);
