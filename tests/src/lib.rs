@@ -4,6 +4,10 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod attack;
+pub mod attack_packets;
+pub mod attack_sniff;
+pub mod attack_suite;
 pub mod bench;
 pub mod burst;
 pub mod cgroups;

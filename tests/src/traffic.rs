@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default, Serialize)]
@@ -23,7 +23,8 @@ fn errno_of(r: std::io::Result<usize>) -> Option<i32> {
     r.err().map(|e| e.raw_os_error().unwrap_or(-1))
 }
 
-fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> Result<()> {
+/// `setsockopt` with an int value.
+pub fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> Result<()> {
     // SAFETY: a plain setsockopt with an int on a socket we own.
     let rc = unsafe {
         libc::setsockopt(fd, level, name, (&value as *const i32).cast(), std::mem::size_of::<i32>() as u32)
@@ -36,7 +37,7 @@ fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> Result<()> {
 
 /// A UDP socket bound to an address the pod does not own: IPv6 with
 /// IPV6_FREEBIND (no privilege), IPv4 with IP_TRANSPARENT (CAP_NET_RAW).
-fn forged_udp_socket(bind: SocketAddr) -> Result<UdpSocket> {
+pub fn forged_udp_socket(bind: SocketAddr) -> Result<UdpSocket> {
     let family = if bind.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: socket(2); the fd is owned by the UdpSocket below.
     let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -58,7 +59,8 @@ fn forged_udp_socket(bind: SocketAddr) -> Result<UdpSocket> {
     Ok(sock)
 }
 
-pub(crate) fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
+/// A `sockaddr_in`/`sockaddr_in6` for `a`, with its length.
+pub fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     match a {
@@ -121,9 +123,9 @@ pub struct SniffResult {
     pub first: Vec<String>,
 }
 
-/// Counts IP packets whose source is one of `from`, on every interface of
-/// this netns, for `ms` milliseconds or until `stop` exists (AF_PACKET, cooked).
-pub fn sniff(from: &[IpAddr], ms: u64, stop: Option<&std::path::Path>) -> Result<SniffResult> {
+/// A cooked AF_PACKET socket (IP packets, no link header) that sees every
+/// packet of this netns, with a 100 ms receive timeout.
+pub fn capture_socket() -> Result<OwnedFd> {
     let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
     // SAFETY: socket(2); owned below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto) };
@@ -137,6 +139,14 @@ pub fn sniff(from: &[IpAddr], ms: u64, stop: Option<&std::path::Path>) -> Result
     unsafe {
         libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32)
     };
+    Ok(owned)
+}
+
+/// Counts IP packets whose source is one of `from`, on every interface of
+/// this netns, for `ms` milliseconds or until `stop` exists (AF_PACKET, cooked).
+pub fn sniff(from: &[IpAddr], ms: u64, stop: Option<&std::path::Path>) -> Result<SniffResult> {
+    let owned = capture_socket()?;
+    let fd = owned.as_raw_fd();
     println!("ready");
     let _ = std::io::stdout().flush();
     let deadline = Instant::now() + Duration::from_millis(ms);
@@ -295,7 +305,8 @@ pub struct FloodResult {
     pub elapsed_ms: u64,
 }
 
-fn checksum(data: &[u8], mut sum: u32) -> u16 {
+/// The Internet checksum (RFC 1071) of `data`, starting from the partial sum `sum`.
+pub fn checksum(data: &[u8], mut sum: u32) -> u16 {
     for ch in data.chunks(2) {
         sum += u32::from(u16::from_be_bytes([ch[0], *ch.get(1).unwrap_or(&0)]));
     }

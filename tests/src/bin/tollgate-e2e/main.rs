@@ -113,6 +113,16 @@ enum Cmd {
         #[arg(long, default_value_t = 120_000)]
         max_ms: u64,
     },
+    /// One attempt of the bypass suite from inside a pod (one JSON line).
+    Attack(tollgate_e2e::attack::AttackArgs),
+    /// The bypass suite's judge: one JSON line on stderr per IP packet that
+    /// arrives on --ifname (prints ready first).
+    AttackSniff {
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        #[arg(long, default_value_t = 60_000)]
+        ms: u64,
+    },
     /// UDP echo server.
     UdpEcho {
         #[arg(long, required = true)]
@@ -310,6 +320,11 @@ fn real_main() -> Result<()> {
             eprintln!("{r}");
             Ok(())
         }
+        Cmd::Attack(a) => {
+            println!("{}", serde_json::to_string(&tollgate_e2e::attack::attack(&a)?)?);
+            Ok(())
+        }
+        Cmd::AttackSniff { ifname, ms } => tollgate_e2e::attack_sniff::sniff_tagged(&ifname, ms),
         Cmd::UdpEcho { listen } => traffic::udp_echo(&listen),
         Cmd::UdpAsk { to, timeout_ms } => {
             println!("{}", serde_json::to_string(&traffic::udp_ask(to, Duration::from_millis(timeout_ms)))?);
