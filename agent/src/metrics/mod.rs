@@ -146,6 +146,22 @@ impl Metrics {
             "Watch errors (relists, outages) by kind",
             watch_errors.clone(),
         );
+        // Every known label value starts at zero, so that a series exists
+        // before its first event: the dashboard shows 0 rather than "no
+        // data", and increase()/rate() alerts fire on the first failure.
+        for cause in labels::APPLY_FAILURE_CAUSES {
+            let _ = apply_failures.get_or_create(&CauseLabel { cause });
+        }
+        for map in agent_common::map_names::ALL {
+            let _ = map_insert_failures.get_or_create(&MapLabel { map: (*map).to_string() });
+        }
+        for kind in crate::model::ObjectKind::ALL {
+            let _ = watch_errors.get_or_create(&KindLabel { kind: kind.as_str().to_string() });
+            let _ = event_to_map.get_or_create(&KindLabel { kind: kind.as_str().to_string() });
+        }
+        for kind in ["cgroup", "dns"] {
+            let _ = event_to_map.get_or_create(&KindLabel { kind: kind.to_string() });
+        }
         Metrics {
             registry,
             health: sources.health,
