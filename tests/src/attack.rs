@@ -111,6 +111,9 @@ pub struct AttackResult {
     pub error: String,
     /// Why the case could not be staged at all (e.g. no SCTP in the kernel).
     pub skipped: String,
+    /// Local ports of the TCP connections the kernel let through: the
+    /// judge gives their packets to this attempt, even when they arrive late.
+    pub local_ports: Vec<u16>,
 }
 
 const CAP_NET_RAW: u32 = 13;
@@ -136,6 +139,7 @@ pub fn attack(a: &AttackArgs) -> anyhow::Result<AttackResult> {
         }
     }
     r.sent = tally.sent;
+    r.local_ports = std::mem::take(&mut tally.local_ports);
     if let Some(e) = tally.first_error {
         r.errno = e.raw_os_error();
         r.error = e.to_string();
@@ -148,6 +152,7 @@ pub fn attack(a: &AttackArgs) -> anyhow::Result<AttackResult> {
 struct Tally {
     sent: u64,
     first_error: Option<io::Error>,
+    local_ports: Vec<u16>,
 }
 
 impl Tally {
@@ -200,6 +205,7 @@ fn run_case(a: &AttackArgs, t: &mut Tally) -> Result<(), Staging> {
         Case::TcpConnect => {
             if let Some(mut s) = t.note(TcpStream::connect_timeout(&to, Duration::from_millis(1500))) {
                 use std::io::Write;
+                t.local_ports.extend(s.local_addr().ok().map(|a| a.port()));
                 t.note(s.write_all(&data));
             }
         }
@@ -331,6 +337,7 @@ fn run_case(a: &AttackArgs, t: &mut Tally) -> Result<(), Staging> {
         Case::DnsTcp => {
             if let Some(mut s) = t.note(TcpStream::connect_timeout(&to, Duration::from_millis(1500))) {
                 use std::io::Write;
+                t.local_ports.extend(s.local_addr().ok().map(|a| a.port()));
                 let q = dns_query(tag);
                 let mut framed = (q.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&q);

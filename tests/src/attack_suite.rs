@@ -77,6 +77,8 @@ pub struct Row {
     port: u16,
     addrs: [IpAddr; 2],
     window: (u64, u64),
+    /// Local ports of the TCP connections this attempt made.
+    sports: Vec<u16>,
 }
 
 impl Row {
@@ -163,6 +165,7 @@ impl<'a> Suite<'a> {
             port,
             addrs: [pod.ipv4.into(), pod.ipv6.into()],
             window: (t0, t1),
+            sports: v["local_ports"].as_array().into_iter().flatten().filter_map(|p| p.as_u64()).map(|p| p as u16).collect(),
         });
         Ok(())
     }
@@ -191,7 +194,16 @@ impl<'a> Suite<'a> {
         for s in &seen {
             // A tagged packet belongs to its tag's row; an untagged flow to
             // the latest row that may own it (rows run one after another).
-            let latest = || self.rows.iter().enumerate().filter(|(_, r)| r.may_own(s)).max_by_key(|(_, r)| r.window.0).map(|(i, _)| i);
+            // A connection an attempt reported (by its local port) is that
+            // attempt's, however late its packets arrive.
+            let claimed = || {
+                self.rows
+                    .iter()
+                    .position(|r| s.tag.is_none() && r.addrs.contains(&s.src) && s.sport.is_some_and(|p| r.sports.contains(&p)) && s.dport == Some(r.port))
+            };
+            let latest = || {
+                claimed().or_else(|| self.rows.iter().enumerate().filter(|(_, r)| r.may_own(s)).max_by_key(|(_, r)| r.window.0).map(|(i, _)| i))
+            };
             let owner = match &s.tag {
                 Some(t) => self.rows.iter().position(|r| r.tag == *t),
                 None => *flows.entry((s.src, s.sport, s.dst, s.dport, s.proto)).or_insert_with(latest),

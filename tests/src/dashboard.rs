@@ -155,9 +155,9 @@ pub fn quantile(samples: &[Sample], name: &str, q: f64) -> Option<f64> {
 /// allowed traffic, map fill, and the event-to-map latency.
 pub fn panels(scrapes: &[Scrape]) -> Vec<Panel> {
     let dropped = |x: &Sample| label(x, "verdict") == "dropped";
-    let allowed = |x: &Sample| label(x, "verdict") == "allowed";
+    let passed = |x: &Sample| matches!(label(x, "verdict").as_str(), "allowed" | "audited");
     let by_pod_reason = |x: &Sample| format!("{}/{} {}", label(x, "namespace"), label(x, "pod"), label(x, "reason"));
-    let by_pod = |x: &Sample| format!("{}/{}", label(x, "namespace"), label(x, "pod"));
+    let by_pod_verdict = |x: &Sample| format!("{}/{} {}", label(x, "namespace"), label(x, "pod"), label(x, "verdict"));
     let mut fill: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut latency = Vec::new();
     for s in scrapes {
@@ -178,7 +178,7 @@ pub fn panels(scrapes: &[Scrape]) -> Vec<Panel> {
     fill.truncate(4);
     vec![
         Panel { title: "Dropped packets/s by namespace, pod and reason".into(), unit: "pkt/s".into(), series: rates(scrapes, "tollgate_packets_total", &dropped, &by_pod_reason) },
-        Panel { title: "Allowed packets/s by pod".into(), unit: "pkt/s".into(), series: rates(scrapes, "tollgate_packets_total", &allowed, &by_pod) },
+        Panel { title: "Allowed and audited packets/s by pod".into(), unit: "pkt/s".into(), series: rates(scrapes, "tollgate_packets_total", &passed, &by_pod_verdict) },
         Panel { title: "Map fill (the 4 fullest maps)".into(), unit: "%".into(), series: fill },
         Panel { title: "Event to map write, p99 (since start)".into(), unit: "ms".into(), series: vec![Series { label: "p99".into(), points: latency }] },
     ]

@@ -75,13 +75,18 @@ pub struct ProgStats {
     pub run_cnt: u64,
 }
 
-/// The programs behind every link pinned in `<bpffs>/links/`.
+/// The programs behind every link pinned in `<bpffs>/links/`, and in its
+/// folders (`links/tc/`: the TC layer's links, one pair per pod).
 pub fn prog_stats(bpffs: &Path) -> Result<Vec<ProgStats>> {
     let dir = bpffs.join("links");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut names: Vec<PathBuf> = Vec::new();
+    for path in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.is_dir() {
+            names.extend(std::fs::read_dir(&path).with_context(|| format!("reading {}", path.display()))?.filter_map(|e| e.ok().map(|e| e.path())));
+        } else {
+            names.push(path);
+        }
+    }
     names.sort();
     let mut out = Vec::new();
     for path in names {
@@ -95,7 +100,7 @@ pub fn prog_stats(bpffs: &Path) -> Result<Vec<ProgStats>> {
         let raw = &pi[PROG_INFO_NAME..PROG_INFO_NAME + 16];
         let name = String::from_utf8_lossy(&raw[..raw.iter().position(|b| *b == 0).unwrap_or(16)]).into_owned();
         out.push(ProgStats {
-            pin: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            pin: path.strip_prefix(&dir).unwrap_or(&path).to_string_lossy().into_owned(),
             name,
             id: prog_id,
             run_time_ns: u64_at(&pi, PROG_INFO_RUN_TIME_NS),

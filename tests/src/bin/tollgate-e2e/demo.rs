@@ -142,8 +142,9 @@ fn matrix(story: &mut Story, rows: &[PodSpec]) -> Result<()> {
 
 /// Traffic for 15 s (every 0.5 s a refused and an allowed connection and a
 /// DNS query from the enforced pod; a burst of 20,000 denied datagrams at
-/// 5 s and at 10 s) while /metrics is scraped; then the dashboard's main
-/// panels drawn from those scrapes to `out`.
+/// 3 s and at 11 s; test-egress switched to audit from 6 s to 9 s) while
+/// /metrics is scraped; then the dashboard's main panels drawn from those
+/// scrapes to `out`.
 fn record_dashboard(story: &mut Story, out: &std::path::Path) -> Result<()> {
     use tollgate_e2e::dashboard::{panels, parse_exposition, svg, Scrape};
     println!("\nrecording the dashboard for 15 s ...");
@@ -152,6 +153,7 @@ fn record_dashboard(story: &mut Story, out: &std::path::Path) -> Result<()> {
     let start = std::time::Instant::now();
     let mut scrapes = Vec::new();
     let mut bursts = 0;
+    let mut current_mode = "enforce";
     while start.elapsed() < Duration::from_secs(15) {
         let t = start.elapsed().as_secs_f64();
         let (_, text) = story.agent().http_get("/metrics")?;
@@ -159,7 +161,12 @@ fn record_dashboard(story: &mut Story, out: &std::path::Path) -> Result<()> {
         story.probe_tcp(&te, v4(pods::EXTERNAL_V4, 443), false, Duration::from_millis(300))?;
         story.probe_tcp(&te, v4(gw.ipv4, pods::GATEWAY_PORT), false, Duration::from_millis(300))?;
         story.probe_dns(&te, v4(pods::COREDNS.ipv4, 53), "A", false)?;
-        if (t >= 5.0 && bursts == 0) || (t >= 10.0 && bursts == 1) {
+        let mode = if (6.0..9.0).contains(&t) { "audit" } else { "enforce" };
+        if mode != current_mode {
+            tollgate_e2e::manifests::set_namespace_label(&story.manifests, "test-egress", "tollgate.dev/egress", Some(mode))?;
+            current_mode = mode;
+        }
+        if (t >= 3.0 && bursts == 0) || (t >= 11.0 && bursts == 1) {
             bursts += 1;
             let cmd = tollgate_e2e::procs::exec_in_command(
                 &story.e2e_bin,
