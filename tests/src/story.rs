@@ -244,6 +244,28 @@ impl Story {
         Ok(a)
     }
 
+    /// [`Story::start_agent`] in the node's network namespace, as the
+    /// DaemonSet runs (hostNetwork): the agent sees the pods' veths and
+    /// puts the TC layer on them.
+    pub fn start_agent_on_node(&mut self, tollgate_bin: &Path) -> Result<&mut Agent> {
+        let mut cfg = self.agent_config(tollgate_bin);
+        cfg.netns = Some(self.topo.node_ns.clone());
+        self.start_agent_with(cfg)
+    }
+
+    /// Waits until the TC layer's two links of `pod` (to and from the pod)
+    /// are pinned; their pin names.
+    pub fn wait_tc_layer(&mut self, pod: &PodSpec, timeout: Duration) -> Result<Vec<String>> {
+        let pins = self.agent().cfg.bpffs.join("links").join("tc");
+        crate::util::poll("the TC layer on the pod's veth", timeout, || {
+            let names: Vec<String> = std::fs::read_dir(&pins)
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let mine: Vec<String> = names.into_iter().filter(|n| n.starts_with(pod.uid)).collect();
+            Ok((mine.len() == 2).then_some(mine))
+        })
+    }
+
     pub fn agent(&mut self) -> &mut Agent {
         self.agent.as_mut().expect("agent not started")
     }

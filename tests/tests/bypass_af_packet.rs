@@ -17,17 +17,13 @@ use tollgate_e2e::attack_suite::{assert_rows, mac_in, Spec, Suite};
 use tollgate_e2e::pods::{self, DEFAULT_SLEEP, EGRESS_GATEWAY, TEST_EGRESS_SLEEP};
 use tollgate_e2e::procs::{exec_in_command, Proc};
 use tollgate_e2e::story::Story;
-use tollgate_e2e::util::poll;
 
 #[test]
 fn af_packet_frames_do_not_leave_an_enforced_pod() {
     tollgate_e2e::util::require_environment();
     let e2e = Path::new(env!("CARGO_BIN_EXE_tollgate-e2e"));
     let mut story = Story::build(e2e).expect("building the sandbox");
-    let mut cfg = story.agent_config(&default_tollgate_bin());
-    // A DaemonSet with hostNetwork: the agent sees the pods' veths.
-    cfg.netns = Some(story.topo.node_ns.clone());
-    story.start_agent_with(cfg).expect("starting the agent");
+    story.start_agent_on_node(&default_tollgate_bin()).expect("starting the agent");
     // Each pod has a process from its start on, as its sandbox (pause)
     // container gives it on a node; the agent finds the veth through it.
     let _pause: Vec<Proc> = [TEST_EGRESS_SLEEP, DEFAULT_SLEEP]
@@ -37,14 +33,7 @@ fn af_packet_frames_do_not_leave_an_enforced_pod() {
             Proc::spawn("pause", cmd, story.dir.path.join(format!("pause-{}.log", p.tag)), None).expect("pause process")
         })
         .collect();
-    let pins = story.agent().cfg.bpffs.join("links").join("tc");
-    poll("the TC layer on the enforced pod's veth", Duration::from_secs(10), || {
-        let n = std::fs::read_dir(&pins)
-            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(TEST_EGRESS_SLEEP.uid)).count())
-            .unwrap_or(0);
-        Ok((n == 2).then_some(()))
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    story.wait_tc_layer(&TEST_EGRESS_SLEEP, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e:#}"));
     let mac = mac_in(&story.topo.node_ns, "br0").unwrap();
     let e4 = SocketAddr::new(pods::EXTERNAL_V4.into(), 0);
     let e6 = SocketAddr::new(pods::EXTERNAL_V6.into(), 0);

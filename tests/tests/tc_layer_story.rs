@@ -99,10 +99,7 @@ fn frames_below_the_socket_layer_are_caught_and_allowed_traffic_flows() {
     tollgate_e2e::util::require_environment();
     let e2e = Path::new(env!("CARGO_BIN_EXE_tollgate-e2e"));
     let mut story = Story::build(e2e).expect("building the sandbox");
-    let mut cfg = story.agent_config(&default_tollgate_bin());
-    // A DaemonSet with hostNetwork: the agent sees the pods' veths.
-    cfg.netns = Some(story.topo.node_ns.clone());
-    story.start_agent_with(cfg).expect("starting the agent");
+    story.start_agent_on_node(&default_tollgate_bin()).expect("starting the agent");
     let te = pods::TEST_EGRESS_SLEEP;
     let dfs = pods::DEFAULT_SLEEP;
 
@@ -112,15 +109,7 @@ fn frames_below_the_socket_layer_are_caught_and_allowed_traffic_flows() {
     let listen = |kind: &str| args(&[kind, "--listen", &v4(te.ipv4, 7000).to_string(), "--listen", &v6(te.ipv6, 7000).to_string()]);
     let started = Instant::now();
     let _servers = [spawn(&story, "tcp-echo", &ns, Some(&cg), &listen("tcp-echo")), spawn(&story, "udp-echo", &ns, Some(&cg), &listen("udp-echo"))];
-    let pins = story.agent().cfg.bpffs.join("links").join("tc");
-    let attached = poll("the TC layer on the pod's veth", Duration::from_secs(5), || {
-        let names: Vec<String> = std::fs::read_dir(&pins)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        let mine: Vec<String> = names.into_iter().filter(|n| n.starts_with(te.uid)).collect();
-        Ok((mine.len() == 2).then_some(mine))
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let attached = story.wait_tc_layer(&te, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e:#}"));
     let took = started.elapsed();
     eprintln!("[e2e] TC layer attached in {took:?}: {attached:?}");
     assert!(took < Duration::from_secs(2), "attached only after {took:?}");
