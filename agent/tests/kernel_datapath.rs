@@ -2,64 +2,20 @@
 //! embedded programs, filled by the reconciler, asked through
 //! BPF_PROG_TEST_RUN. Needs root and a bpffs at /sys/fs/bpf; fails (never
 //! skips) without them.
-use std::path::{Path, PathBuf};
-
+mod support;
+use support::{compile, pins, snapshot};
 use agent_common::{counter_index, CounterValue, VERDICT_ALLOW, VERDICT_DROP};
 use aya::maps::PerCpuValues;
 use tollgate::{
     cgroups::CgroupIndex,
-    compiler::{self, CompilerConfig},
     datapath::{
-        bpffs::PinDir,
         ids::{verify_cgroup, RETIRED_WORKLOAD},
         load::load_object,
         packet::{self, Protocol},
         pinned::Maps,
         reconcile, test_run,
     },
-    desired::DesiredState,
-    model::Snapshot,
 };
-
-struct Pins(PathBuf);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pins(tag: &str) -> (Pins, PinDir) {
-    let dir = PathBuf::from(format!("/sys/fs/bpf/tollgate-it-{tag}-{}", std::process::id()));
-    let pd = PinDir::new(&dir);
-    pd.create().expect("needs root and a bpffs at /sys/fs/bpf (run via `cargo xtask test`)");
-    (Pins(dir), pd)
-}
-
-fn snapshot(extra: &str) -> Snapshot {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio-egress-gateway");
-    let mut text = String::new();
-    for f in ["namespaces.yaml", "pods.yaml", "services.yaml", "gateway.yaml"] {
-        text.push_str(&std::fs::read_to_string(root.join(f)).unwrap());
-        text.push_str("\n---\n");
-    }
-    text.push_str(extra);
-    let mut snap = Snapshot::new();
-    let mut diags = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
-        if !v.is_null() {
-            snap.add_document("test", v, &mut diags);
-        }
-    }
-    assert!(diags.is_empty(), "{diags:?}");
-    snap
-}
-
-fn compile(snap: &Snapshot) -> DesiredState {
-    let cidrs = ["10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"].iter().map(|c| c.parse().unwrap()).collect();
-    let policy = compiler::compile(snap, &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs, ..Default::default() });
-    compiler::bind(&policy, &Default::default())
-}
 
 fn workload_id(maps: &Maps, ns: &str, pod: &str) -> u32 {
     maps.workloads

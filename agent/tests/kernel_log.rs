@@ -3,16 +3,13 @@
 //! one) is run through the real `tg_egress` with BPF_PROG_TEST_RUN: with
 //! `kernel_log` the program's log record reaches the agent's logger, and
 //! without it nothing is logged (the verifier removed the call).
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+mod support;
+use std::sync::{Arc, Mutex};
 
 use agent_common::{CgroupEntry, MODE_ENFORCE};
 use tollgate::{
     cgroups::default_cgroup_root,
     datapath::{
-        bpffs::PinDir,
         load::{load_object_with, LoadOptions},
         packet::{self, Protocol},
         pinned::Maps,
@@ -20,12 +17,6 @@ use tollgate::{
     },
 };
 
-struct Pins(PathBuf);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<String>>>);
@@ -52,10 +43,7 @@ fn cgroup_id_of_this_process(mount: &std::path::Path) -> u64 {
 }
 
 fn logged_lines(kernel_log: bool) -> Vec<String> {
-    let dir = PathBuf::from(format!("/sys/fs/bpf/tollgate-it-klog-{kernel_log}-{}", std::process::id()));
-    let _g = Pins(dir.clone());
-    let pins = PinDir::new(&dir);
-    pins.create().expect("needs root and a bpffs at /sys/fs/bpf");
+    let (_g, pins) = support::pins(&format!("klog-{kernel_log}"));
     let mut ebpf = load_object_with(&pins, &LoadOptions { kernel_log, ..Default::default() }).unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
     let root = default_cgroup_root();

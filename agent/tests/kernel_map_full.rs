@@ -3,13 +3,10 @@
 //! filled by a real apply, and the kernel's own verdict (tg_verify,
 //! BPF_PROG_TEST_RUN) shows the affected pod failing closed while the
 //! others are registered; the report names the full map.
-use std::path::{Path, PathBuf};
-
+mod support;
 use tollgate::{
     cgroups::CgroupIndex,
-    compiler::{self, CompilerConfig},
     datapath::{
-        bpffs::PinDir,
         ids::{decode, verify_cgroup},
         load::{load_object_with, LoadOptions},
         packet::{self, Protocol},
@@ -18,32 +15,10 @@ use tollgate::{
         test_run, DatapathError,
     },
     desired::DesiredState,
-    model::Snapshot,
 };
 
-struct Pins(PathBuf);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn desired() -> DesiredState {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio-egress-gateway");
-    let mut snap = Snapshot::new();
-    let mut diags = Vec::new();
-    for f in ["namespaces.yaml", "pods.yaml", "services.yaml", "gateway.yaml"] {
-        let text = std::fs::read_to_string(root.join(f)).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
-            if !v.is_null() {
-                snap.add_document("test", v, &mut diags);
-            }
-        }
-    }
-    let cidrs = ["10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"].iter().map(|c| c.parse().unwrap()).collect();
-    let policy = compiler::compile(&snap, &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs, ..Default::default() });
-    compiler::bind(&policy, &Default::default())
+    support::compile(&support::snapshot(""))
 }
 
 fn addresses(d: &DesiredState) -> ApplyInputs {
@@ -65,10 +40,7 @@ fn addresses(d: &DesiredState) -> ApplyInputs {
 /// test-egress/sleep to the cluster, gateway and outside, or None when it
 /// is not registered at all.
 fn apply_shrunk(map: &'static str, size: u32) -> (reconcile::ApplyReport, Option<Vec<(bool, String)>>, usize) {
-    let dir = PathBuf::from(format!("/sys/fs/bpf/tollgate-it-full-{map}-{}", std::process::id()));
-    let _g = Pins(dir.clone());
-    let pins = PinDir::new(&dir);
-    pins.create().expect("needs root and a bpffs at /sys/fs/bpf");
+    let (_g, pins) = support::pins(&format!("full-{map}"));
     let mut ebpf = load_object_with(&pins, &LoadOptions { max_entries: vec![(map, size)], ..Default::default() }).unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
     let d = desired();

@@ -3,15 +3,14 @@
 //! BPF_PROG_TEST_RUN on made-up Ethernet frames. Test runs happen on `lo`
 //! (ifindex 1), so the test registers `lo` as the pod's veth in
 //! `TG_TC_PODS`. Needs root and a bpffs at /sys/fs/bpf.
-use std::{collections::BTreeMap, net::IpAddr, path::{Path, PathBuf}};
+mod support;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use agent_common::{map_names, TcPod};
 use aya::maps::HashMap;
 use tollgate::{
     cgroups::CgroupIndex,
-    compiler::{self, CompilerConfig},
     datapath::{
-        bpffs::PinDir,
         load::load_object,
         packet::{self, Protocol},
         pinned::Maps,
@@ -19,35 +18,10 @@ use tollgate::{
         tc::{FROM_POD_PROGRAM, TO_POD_PROGRAM},
         test_run::{self, TC_DROP, TC_PASS},
     },
-    model::Snapshot,
 };
-
-struct Pins(PathBuf);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const TE_UID: &str = "6f1c2a3e-0000-4000-8000-000000000010";
 const LO: u32 = 1;
-
-fn snapshot() -> Snapshot {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio-egress-gateway");
-    let mut snap = Snapshot::new();
-    let mut diags = Vec::new();
-    for f in ["namespaces.yaml", "pods.yaml", "services.yaml", "gateway.yaml"] {
-        let text = std::fs::read_to_string(root.join(f)).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
-            if !v.is_null() {
-                snap.add_document("test", v, &mut diags);
-            }
-        }
-    }
-    assert!(diags.is_empty(), "{diags:?}");
-    snap
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -79,15 +53,10 @@ const ACK: u8 = 0x10;
 
 #[test]
 fn tc_layer_decides_spoofing_and_replies_in_the_kernel() {
-    let dir = PathBuf::from(format!("/sys/fs/bpf/tollgate-it-tc-{}", std::process::id()));
-    let pd = PinDir::new(&dir);
-    pd.create().expect("needs root and a bpffs at /sys/fs/bpf (run via `cargo xtask test`)");
-    let _g = Pins(dir);
+    let (_g, pd) = support::pins("tc");
     let mut ebpf = load_object(&pd).unwrap();
     let mut maps = Maps::take(&mut ebpf).unwrap();
-    let cidrs = ["10.244.0.0/16", "10.96.0.0/12", "fd00:10:244::/56"].iter().map(|c| c.parse().unwrap()).collect();
-    let policy = compiler::compile(&snapshot(), &CompilerConfig { node_name: Some("node-1".into()), cluster_cidrs: cidrs, ..Default::default() });
-    let desired = compiler::bind(&policy, &Default::default());
+    let desired = support::compile(&support::snapshot(""));
     let inputs = ApplyInputs { always_allowed: Vec::new(), addresses: BTreeMap::from([(TE_UID.to_string(), vec![ip("10.244.0.10"), ip("fd00:10:244::10")])]) };
     let (_, registered) = reconcile::apply_with(&mut maps, &desired, &CgroupIndex::default(), &inputs).unwrap();
     let id = registered[TE_UID].id;
