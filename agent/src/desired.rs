@@ -52,6 +52,10 @@ pub struct DesiredWorkload {
     /// Key into [`DesiredState::policies`]; `0` (no rules of its own) for
     /// workloads that are not enforced.
     pub policy: u32,
+    /// The pod's runtime class when it is a sandboxed runtime (gVisor,
+    /// Kata): the TC layer alone enforces it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandboxed: Option<String>,
 }
 
 /// One allow rule before flattening: destinations `net` minus `except`,

@@ -64,6 +64,9 @@ enum Command {
         /// Namespace of the OSM control plane (its MeshConfig wins).
         #[arg(long, default_value = "osm-system")]
         osm_namespace: String,
+        /// runtimeClassName of a sandboxed runtime (gVisor, Kata), enforced by the TC layer alone; repeat for each; a trailing * matches any suffix.
+        #[arg(long = "sandboxed-runtime-class", value_name = "NAME", default_values_t = default_sandboxed())]
+        sandboxed_runtime_classes: Vec<String>,
         /// Address for /metrics, /healthz, /readyz.
         #[arg(long)]
         metrics_addr: Option<String>,
@@ -178,6 +181,10 @@ enum Command {
 }
 
 /// The namespaces trusted when no --trusted-namespace is given.
+fn default_sandboxed() -> Vec<String> {
+    tollgate::compiler::DEFAULT_SANDBOXED_RUNTIME_CLASSES.map(String::from).to_vec()
+}
+
 fn default_trusted() -> Vec<String> {
     ["istio-system", "kube-system", "osm-system", "tollgate-system"].map(String::from).to_vec()
 }
@@ -240,6 +247,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             cluster_cidrs,
             trusted_namespaces,
             osm_namespace,
+            sandboxed_runtime_classes,
             metrics_addr,
             resolv_conf,
             poll_ms,
@@ -279,6 +287,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 resolv_conf,
                 trusted_namespaces,
                 osm_namespace,
+                sandboxed_runtime_classes,
                 rescan: Duration::from_millis(rescan_ms.max(100)),
                 kernel_log,
                 log_flows,

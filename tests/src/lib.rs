@@ -17,6 +17,7 @@ pub mod connect_watch;
 pub mod dashboard;
 pub mod deploy;
 pub mod dns;
+pub mod helpers;
 pub mod fake_kubelet;
 pub mod kube_story;
 pub mod manifests;

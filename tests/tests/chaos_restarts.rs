@@ -23,7 +23,8 @@ use serde_json::Value;
 use tollgate_e2e::agent::{default_tollgate_bin, Agent, WorkloadCounters};
 use tollgate_e2e::chaos::{pinned_map_ids, BpfInventory};
 use tollgate_e2e::pods::{self, PodSpec};
-use tollgate_e2e::procs::{exec_in_command, Proc};
+use tollgate_e2e::helpers::{args, spawn};
+use tollgate_e2e::procs::Proc;
 use tollgate_e2e::story::{v4, v6, Story};
 use tollgate_e2e::util::poll;
 
@@ -153,16 +154,6 @@ fn fifty_restarts_leak_no_programs_links_or_maps() {
         Ok((p.is_empty() && l.is_empty()).then_some(()))
     });
     left.unwrap_or_else(|e| panic!("{e:#}"));
-}
-
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
-}
-
-fn spawn(story: &Story, name: &str, netns: &str, cgroup: Option<&Path>, args: &[String]) -> Proc {
-    let cmd = exec_in_command(&story.e2e_bin, Some(netns), cgroup, &story.e2e_bin, args);
-    Proc::spawn(name, cmd, story.dir.path.join(format!("{name}.log")), Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
 }
 
 fn in_pod(story: &Story, pod: &PodSpec, name: &str, args: &[String]) -> Proc {

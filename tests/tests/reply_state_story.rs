@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tollgate_e2e::agent::{default_tollgate_bin, find_workload};
 use tollgate_e2e::pods::{self, PodSpec};
+use tollgate_e2e::helpers::{args, run_json, spawn};
 use tollgate_e2e::procs::{exec_in_command, run_capture, Proc};
 use tollgate_e2e::story::{v4, v6, Story};
 use tollgate_e2e::util::poll;
@@ -31,27 +32,8 @@ fn te() -> PodSpec {
     pods::TEST_EGRESS_SLEEP
 }
 
-/// Runs a `tollgate-e2e` subcommand in `netns` (and `cgroup`) to the end;
-/// its last stdout line as JSON.
-fn run_json(story: &Story, netns: &str, cgroup: Option<&Path>, args: &[String], timeout: Duration) -> Value {
-    let cmd = exec_in_command(&story.e2e_bin, Some(netns), cgroup, &story.e2e_bin, args);
-    let out = run_capture(cmd, timeout).unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
-    let line = out.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?} printed {out:?}: {e}"))
-}
-
 fn in_pod(story: &Story, pod: &PodSpec, args: &[String], timeout: Duration) -> Value {
     run_json(story, story.topo.pod_ns(pod), Some(story.cgroups.container(pod)), args, timeout)
-}
-
-fn spawn(story: &Story, name: &str, netns: &str, cgroup: Option<&Path>, args: &[String]) -> Proc {
-    let cmd = exec_in_command(&story.e2e_bin, Some(netns), cgroup, &story.e2e_bin, args);
-    Proc::spawn(name, cmd, story.dir.path.join(format!("{name}.log")), Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
-}
-
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
 }
 
 /// Starts echo servers (TCP and UDP) inside `pod` on `port` (both families).

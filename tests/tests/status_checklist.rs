@@ -3,7 +3,8 @@
 //! are detached (their link pins removed, which detaches bpf links) the
 //! direct connection gets out again and `status` fails with a hint that
 //! says what to do (exit 1); a restarted agent attaches them again and
-//! `status` passes.
+//! `status` passes. The agent runs in the node's netns (as the DaemonSet
+//! does), so the enforced pod is enforced by both layers (`layers`).
 //!
 //! Needs root, bpffs, cgroup v2, iproute2 and the agent binary
 //! (`cargo xtask build`, or TOLLGATE_BIN).
@@ -12,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tollgate_e2e::agent::{default_tollgate_bin, Agent};
+use tollgate_e2e::agent::{default_tollgate_bin, find_workload, Agent};
+use tollgate_e2e::helpers::{args, spawn};
 use tollgate_e2e::pods;
 use tollgate_e2e::story::{v4, Story};
 use tollgate_e2e::util::poll;
@@ -37,7 +39,20 @@ fn status_passes_with_the_agent_and_fails_once_the_programs_are_detached() {
     tollgate_e2e::util::require_environment();
     let e2e = Path::new(env!("CARGO_BIN_EXE_tollgate-e2e"));
     let mut story = Story::build(e2e).expect("building the sandbox");
-    story.start_agent(&default_tollgate_bin()).expect("starting the agent");
+    // The enforced pod has a process (as every running pod has its pause
+    // container), and the agent runs in the node's netns as the DaemonSet
+    // does: the TC layer goes on the pod's veth and `layers` passes.
+    let te = pods::TEST_EGRESS_SLEEP;
+    let (ns, cg) = (story.topo.pod_ns(&te).to_string(), story.cgroups.container(&te).to_path_buf());
+    let _pause = spawn(&story, "pause", &ns, Some(&cg), &args(&["udp-echo", "--listen", &v4(te.ipv4, 7000).to_string()]));
+    story.start_agent_on_node(&default_tollgate_bin()).expect("starting the agent");
+    story.wait_tc_layer(&te, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e:#}"));
+    let agent = story.agent();
+    poll("status to show the pod enforced by both layers", Duration::from_secs(10), || {
+        let st = agent.status()?;
+        Ok(find_workload(&st, te.namespace, te.name).filter(|w| w["layers"] == "cgroup+tc").map(|_| ()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let root = story.cgroups.root.display().to_string();
     let bpffs = story.agent().cfg.bpffs.clone();
 
@@ -47,7 +62,7 @@ fn status_passes_with_the_agent_and_fails_once_the_programs_are_detached() {
     let (code, out, err) = agent.cli_output(&["status"]).expect("tollgate status");
     eprintln!("[e2e] tollgate status (exit {code}):\n{out}{err}");
     assert_eq!(code, 0, "status must pass with the agent running:\n{out}\n{err}");
-    for name in ["bpffs", "programs", "maps", "agent", "source-sync", "last-apply", "namespaces", "gateways", "pod-cgroups"] {
+    for name in ["bpffs", "programs", "maps", "agent", "source-sync", "last-apply", "namespaces", "gateways", "pod-cgroups", "layers"] {
         assert!(out.lines().any(|l| l.starts_with(&format!("PASS  {name} "))), "{name} should pass:\n{out}");
     }
     assert!(out.contains(&format!("tg_egress: cgroup_skb/egress on cgroup {root}")), "{out}");
@@ -77,11 +92,13 @@ fn status_passes_with_the_agent_and_fails_once_the_programs_are_detached() {
     let r = story.probe_tcp(&pods::TEST_EGRESS_SLEEP, ext, true, T).expect("probe");
     assert_eq!(r.errno, Some(libc::EPERM), "direct egress refused while attached: {r:?}");
 
-    // Detach: remove the link pins at the cgroup root (links/tc holds the
-    // TC layer's, per pod). The kernel drops the links with them.
+    // Detach: remove the link pins at the cgroup root and the TC layer's
+    // (links/tc, per pod). The kernel drops the links with them.
     let links = bpffs.join("links");
-    for e in std::fs::read_dir(&links).expect("links folder").flatten().filter(|e| !e.path().is_dir()) {
-        std::fs::remove_file(e.path()).unwrap_or_else(|err| panic!("rm {}: {err}", e.path().display()));
+    for dir in [links.clone(), links.join("tc")] {
+        for e in std::fs::read_dir(&dir).expect("links folder").flatten().filter(|e| !e.path().is_dir()) {
+            std::fs::remove_file(e.path()).unwrap_or_else(|err| panic!("rm {}: {err}", e.path().display()));
+        }
     }
     let r = story.probe_tcp(&pods::TEST_EGRESS_SLEEP, ext, true, T).expect("probe");
     assert!(r.ok, "with the programs detached the direct connection gets out: {r:?}");

@@ -14,69 +14,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tollgate_e2e::agent::default_tollgate_bin;
+use tollgate_e2e::helpers::{args, bridge_mac, run_json, send_frames, sniffed, sniffer, spawn, Frame};
 use tollgate_e2e::pods::{self, PodSpec};
-use tollgate_e2e::procs::{exec_in_command, run_capture, Proc};
 use tollgate_e2e::story::{v4, v6, Story};
-use tollgate_e2e::util::{ip_in, poll};
+use tollgate_e2e::util::poll;
 
 const T: Duration = Duration::from_secs(3);
 
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
-}
-
-fn spawn(story: &Story, name: &str, netns: &str, cgroup: Option<&Path>, args: &[String]) -> Proc {
-    let cmd = exec_in_command(&story.e2e_bin, Some(netns), cgroup, &story.e2e_bin, args);
-    Proc::spawn(name, cmd, story.dir.path.join(format!("{name}.log")), Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
-}
-
-fn run_json(story: &Story, netns: &str, cgroup: Option<&Path>, args: &[String]) -> Value {
-    let cmd = exec_in_command(&story.e2e_bin, Some(netns), cgroup, &story.e2e_bin, args);
-    let out = run_capture(cmd, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
-    let line = out.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?} printed {out:?}: {e}"))
-}
-
-fn in_pod(story: &Story, pod: &PodSpec, args: &[String]) -> Value {
-    run_json(story, story.topo.pod_ns(pod), Some(story.cgroups.container(pod)), args)
-}
-
-/// The sniffer's JSON (on stderr, in its log) once it has finished.
-fn sniffed(mut sniffer: Proc) -> Value {
-    let text = poll("the sniffer to finish", Duration::from_secs(15), || Ok(sniffer.try_exited().map(|_| sniffer.log_text())))
-        .expect("sniffer");
-    let line = text.lines().rev().find(|l| l.starts_with("{\"packets\"")).unwrap_or_else(|| panic!("sniffer said {text}"));
-    serde_json::from_str(line).unwrap()
-}
-
-fn sniffer(story: &Story, name: &str, from: &[IpAddr], ms: u64) -> Proc {
-    let mut a = args(&["sniff", "--ms", &ms.to_string()]);
-    for f in from {
-        a.extend(["--from".to_string(), f.to_string()]);
-    }
-    let ext = story.topo.external_ns.clone();
-    spawn(story, name, &ext, None, &a)
-}
-
-/// The MAC address of the node's bridge (the pods' next hop).
-fn bridge_mac(story: &Story) -> String {
-    let out = ip_in(&story.topo.node_ns, &["-br", "link", "show", "br0"]).expect("ip link show br0");
-    out.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in {out:?}")).to_string()
-}
-
-/// One AF_PACKET send: (socket kind flags, source, destination).
-struct Frame {
-    flags: &'static [&'static str],
-    src: IpAddr,
-    dst: IpAddr,
-}
-
 fn send(story: &Story, pod: &PodSpec, mac: &str, f: &Frame) {
-    let mut a = args(&["raw-send", "--dst-mac", mac, "--src", &f.src.to_string(), "--dst", &f.dst.to_string(), "--count", "3"]);
-    a.extend(f.flags.iter().map(|s| s.to_string()));
-    let r = in_pod(story, pod, &a);
-    assert_eq!(r["sent"], 3, "{pod:?} {:?} {} -> {}: {r}", f.flags, f.src, f.dst);
+    send_frames(story, pod, mac, f, 9, 3);
 }
 
 /// The frames a pod sends with its own addresses (the positive control
@@ -156,9 +102,9 @@ fn frames_below_the_socket_layer_are_caught_and_allowed_traffic_flows() {
     // Replies of what the external host opens (a peer the policy does not allow).
     let ext = story.topo.external_ns.clone();
     for to in [v4(te.ipv4, 7000), v6(te.ipv6, 7000)] {
-        let r = run_json(&story, &ext, None, &args(&["tcp-chat", "--to", &to.to_string(), "--count", "20", "--interval-ms", "5"]));
+        let r = run_json(&story, &ext, None, &args(&["tcp-chat", "--to", &to.to_string(), "--count", "20", "--interval-ms", "5"]), Duration::from_secs(20));
         assert_eq!(r["ok"], true, "TCP from the external host to {to}: {r}");
-        let r = run_json(&story, &ext, None, &args(&["udp-ask", "--to", &to.to_string()]));
+        let r = run_json(&story, &ext, None, &args(&["udp-ask", "--to", &to.to_string()]), Duration::from_secs(20));
         assert_eq!(r["ok"], true, "UDP from the external host to {to}: {r}");
     }
 

@@ -39,6 +39,7 @@ pub mod policy;
 pub mod policy_ids;
 pub mod registry_only;
 pub mod rules;
+pub mod runtime_class;
 pub mod selectors;
 pub mod service_entries;
 pub mod service_judge;
@@ -66,6 +67,7 @@ use tracing::debug;
 
 pub use bind::bind;
 pub use policy::{Destination, Policy, PolicyRule, Prepared, RuleGroup};
+pub use runtime_class::DEFAULT_SANDBOXED_RUNTIME_CLASSES;
 pub use trust::{DEFAULT_TRUSTED_NAMESPACES, TRUSTED_LABEL};
 
 use crate::desired::{Diagnostic, Ignored, Mode, Severity};
@@ -89,6 +91,11 @@ pub struct CompilerConfig {
     /// The OSM control-plane namespace whose `MeshConfig` wins when
     /// several trusted ones exist (`--osm-namespace`, default `osm-system`).
     pub osm_namespace: String,
+    /// `spec.runtimeClassName` values of sandboxed runtimes (gVisor, Kata),
+    /// enforced by the TC layer alone (`--sandboxed-runtime-class`; a
+    /// trailing `*` matches any suffix). Default:
+    /// [`DEFAULT_SANDBOXED_RUNTIME_CLASSES`].
+    pub sandboxed_runtime_classes: Vec<String>,
 }
 
 impl Default for CompilerConfig {
@@ -98,6 +105,7 @@ impl Default for CompilerConfig {
             cluster_cidrs: Vec::new(),
             trusted_namespaces: DEFAULT_TRUSTED_NAMESPACES.iter().map(|n| (*n).to_owned()).collect(),
             osm_namespace: crate::model::osm::DEFAULT_CONTROL_PLANE_NAMESPACE.to_owned(),
+            sandboxed_runtime_classes: DEFAULT_SANDBOXED_RUNTIME_CLASSES.iter().map(|n| (*n).to_owned()).collect(),
         }
     }
 }

@@ -488,6 +488,32 @@ fn sidecar_pods_are_flagged() {
 }
 
 #[test]
+fn sandboxed_runtime_pods_are_marked_with_their_runtime_class() {
+    let with_class = |name: &str, ip: &str, class: &str| {
+        pod("a", name, "node-1", ip, "").replace("  containers:", &format!("  runtimeClassName: {class}\n  containers:"))
+    };
+    let snap = snapshot(&[
+        ns("a", Some("enforce")),
+        with_class("gv", "10.244.0.1", "gvisor"),
+        with_class("kata", "10.244.0.2", "kata-qemu"),
+        with_class("plain-class", "10.244.0.3", "runc"),
+        pod("a", "plain", "node-1", "10.244.0.4", ""),
+    ]);
+    let state = compile(&snap, &config(&["10.244.0.0/16"]));
+    assert_eq!(workload(&state, "a", "gv").sandboxed.as_deref(), Some("gvisor"));
+    assert_eq!(workload(&state, "a", "kata").sandboxed.as_deref(), Some("kata-qemu"));
+    assert_eq!(workload(&state, "a", "plain-class").sandboxed, None);
+    assert_eq!(workload(&state, "a", "plain").sandboxed, None);
+    // Same rules whatever the runtime: only the layer differs.
+    assert_eq!(workload(&state, "a", "gv").policy, workload(&state, "a", "plain").policy);
+    // The operator's list replaces the defaults.
+    let cfg = CompilerConfig { sandboxed_runtime_classes: vec!["runc".into()], ..config(&["10.244.0.0/16"]) };
+    let state = compile(&snap, &cfg);
+    assert_eq!(workload(&state, "a", "gv").sandboxed, None);
+    assert_eq!(workload(&state, "a", "plain-class").sandboxed.as_deref(), Some("runc"));
+}
+
+#[test]
 fn output_is_stable_and_order_independent() {
     let mut docs = vec![
         ns("a", Some("enforce")),

@@ -9,6 +9,7 @@ use crate::desired::{DesiredWorkload, Mode, Severity};
 use super::ips::pod_ips;
 use super::mode::mode_of;
 use super::objects::{is_finished, name, namespace, pod_key, pod_ref, PodKey};
+use super::runtime_class::is_sandboxed;
 use super::sidecar::has_redirecting_sidecar;
 use super::Ctx;
 
@@ -22,6 +23,12 @@ impl LocalWorkload<'_> {
     pub fn is_policed(&self) -> bool {
         self.workload.mode != Mode::Off && self.workload.flags & FLAG_GATEWAY == 0
     }
+}
+
+/// The pod's runtime class when it names a sandboxed runtime.
+fn sandboxed_runtime(pod: &Pod, patterns: &[String]) -> Option<String> {
+    let class = pod.spec.as_ref()?.runtime_class_name.as_deref()?;
+    is_sandboxed(class, patterns).then(|| class.to_owned())
 }
 
 fn on_this_node(pod: &Pod, node_name: Option<&str>) -> bool {
@@ -87,6 +94,7 @@ pub(crate) fn local_workloads<'a>(
             mode,
             flags,
             policy: 0,
+            sandboxed: sandboxed_runtime(pod, &ctx.config.sandboxed_runtime_classes),
         };
         out.push(LocalWorkload { workload, pod });
     }

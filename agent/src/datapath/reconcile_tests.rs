@@ -26,6 +26,7 @@ fn workload(uid: &str, policy: u32) -> (String, DesiredWorkload) {
         mode: Mode::Enforce,
         flags: 0,
         policy,
+        sandboxed: None,
     };
     (uid.to_string(), w)
 }

@@ -27,6 +27,8 @@ pub struct TcPodInput {
     pub uid: String,
     pub workload: u32,
     pub cgroup_dir: Option<PathBuf>,
+    /// A sandboxed runtime: the TC layer is the pod's only enforcement.
+    pub alone: bool,
 }
 
 /// The enforced (or audited) pods of an apply that were registered.
@@ -35,12 +37,13 @@ pub fn inputs(desired: &DesiredState, registered: &BTreeMap<String, Registered>,
         .workloads
         .iter()
         .filter(|(_, w)| w.mode.as_u8() != MODE_OFF)
-        .filter_map(|(uid, _)| {
+        .filter_map(|(uid, w)| {
             let r = registered.get(uid)?;
             Some(TcPodInput {
                 uid: uid.clone(),
                 workload: r.id,
                 cgroup_dir: cgroups.get(uid).map(|c| c.pod.path.clone()),
+                alone: w.sandboxed.is_some(),
             })
         })
         .collect()
@@ -109,7 +112,7 @@ impl TcPods {
                     }
                 }
             };
-            targets.push(TcTarget { uid: p.uid.clone(), workload: p.workload, ifindex, alone: false });
+            targets.push(TcTarget { uid: p.uid.clone(), workload: p.workload, ifindex, alone: p.alone });
         }
         self.pending = targets.iter().any(|t| t.ifindex.is_none());
         errors.extend(layer.sync(ebpf, &targets));

@@ -310,6 +310,17 @@ impl Agent {
         let Some(dp) = self.datapath.as_mut() else { return };
         dp.flush_kernel_log();
         dp.retry_tc();
+        // The layers `status` shows follow the TC layer's attachments.
+        let mut changed = false;
+        for w in &mut self.status.workloads {
+            changed |= w.set_tc_attached(dp.tc.attached().contains_key(&w.uid));
+        }
+        if changed && self.status.generation > 0 {
+            let path = self.cfg.state_dir.join(state::STATUS_FILE);
+            if let Err(e) = self.status.write(&path) {
+                warn!(path = %path.display(), error = %e, "cannot write the status");
+            }
+        }
         // Drop events: from the kernel's ring into the journal `flows` reads.
         match self.flow_events.poll(&mut dp.maps) {
             Ok(records) => {
@@ -433,8 +444,13 @@ impl Agent {
             info!(cidrs = ?nets.iter().map(|n| n.to_string()).collect::<Vec<_>>(), from = ?origin, "cluster ranges");
             self.cidr_origin = origin;
         }
-        let config = CompilerConfig { node_name: self.cfg.node_name.clone(), cluster_cidrs: nets, ..Default::default() }
-            .with_trust(self.cfg.trusted_namespaces.clone(), Some(self.cfg.osm_namespace.clone()));
+        let config = CompilerConfig {
+            node_name: self.cfg.node_name.clone(),
+            cluster_cidrs: nets,
+            sandboxed_runtime_classes: self.cfg.sandboxed_runtime_classes.clone(),
+            ..Default::default()
+        }
+        .with_trust(self.cfg.trusted_namespaces.clone(), Some(self.cfg.osm_namespace.clone()));
         let started = Instant::now();
         let mut policy = compiler::compile(&self.store, &config);
         let mut diags: Vec<Diagnostic> = self.source_diags.values().flatten().cloned().collect();
@@ -562,7 +578,7 @@ impl Agent {
             .iter()
             .map(|(uid, w)| {
                 let why = desired.explain.workloads.get(&format!("{}/{}", w.namespace, w.name));
-                WorkloadStatus {
+                let mut status = WorkloadStatus {
                     namespace: w.namespace.clone(),
                     pod: w.name.clone(),
                     uid: uid.clone(),
@@ -573,8 +589,12 @@ impl Agent {
                     workload_id: registered.get(uid).map(|r| r.id).unwrap_or(0),
                     cgroups: registered.get(uid).map(|r| r.cgroups).unwrap_or(0),
                     since: created.get(uid.as_str()).cloned(),
+                    runtime_class: w.sandboxed.clone(),
+                    layers: None,
                     sources: why.map(|w| w.sources.clone()).unwrap_or_default(),
-                }
+                };
+                status.set_tc_attached(dp.tc.attached().contains_key(uid));
+                status
             })
             .collect();
         let rule_entries = desired.policies.values().map(Vec::len).sum();

@@ -12,6 +12,7 @@ pub mod cluster_cidrs;
 pub mod hosts;
 pub mod http;
 pub mod latency;
+pub mod layers;
 pub mod state;
 pub mod time;
 
@@ -59,6 +60,8 @@ pub struct AgentConfig {
     pub trusted_namespaces: Vec<String>,
     /// `--osm-namespace`.
     pub osm_namespace: String,
+    /// `--sandboxed-runtime-class` (the defaults when not given).
+    pub sandboxed_runtime_classes: Vec<String>,
     /// How often the whole cgroup tree is scanned besides inotify.
     pub rescan: Duration,
     /// Kernel programs log through aya-log (debugging; off by default).

@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::{cluster_cidrs::CidrOrigin, latency::LatencySummary, time::now_rfc3339, AgentConfig, SourceConfig};
+use super::{cluster_cidrs::CidrOrigin, latency::LatencySummary, layers::Layers, time::now_rfc3339, AgentConfig, SourceConfig};
 use crate::{
     datapath::reconcile::ApplyReport,
     desired::{Diagnostic, Mode},
@@ -37,8 +37,25 @@ pub struct WorkloadStatus {
     /// listed it (RFC 3339): how long a pod has been without a cgroup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// The runtime class, when it is a sandboxed runtime (gVisor, Kata):
+    /// the TC layer alone enforces the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class: Option<String>,
+    /// Which layers enforce the pod now (none for pods that are not
+    /// enforced, and gateways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Layers>,
     #[serde(flatten)]
     pub sources: PolicySources,
+}
+
+impl WorkloadStatus {
+    /// Sets [`Self::layers`] from whether the TC layer is on the pod's
+    /// veth; true when it changed.
+    pub fn set_tc_attached(&mut self, tc_attached: bool) -> bool {
+        let layers = Layers::of(self.mode, self.gateway, self.runtime_class.is_some(), tc_attached);
+        std::mem::replace(&mut self.layers, layers) != layers
+    }
 }
 
 /// The source's state for one kind of object.

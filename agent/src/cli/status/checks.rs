@@ -18,6 +18,7 @@ pub fn evaluate(o: &Observed) -> Vec<Check> {
         policy_checks::ignored(analysis),
         policy_checks::mesh(s, analysis),
         workload_checks::pod_cgroups(s, o.now),
+        workload_checks::pod_layers(s, o.now),
         workload_checks::errors(s),
     ]);
     out

@@ -108,7 +108,7 @@ fn a_healthy_node_passes_every_check() {
     let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
     assert_eq!(
         names,
-        ["bpffs", "programs", "maps", "agent", "source-sync", "last-apply", "namespaces", "namespace-labels", "gateways", "ignored-objects", "mesh", "pod-cgroups", "errors"]
+        ["bpffs", "programs", "maps", "agent", "source-sync", "last-apply", "namespaces", "namespace-labels", "gateways", "ignored-objects", "mesh", "pod-cgroups", "layers", "errors"]
     );
     let programs = get(&checks, "programs");
     assert!(programs.detail.contains("2/2 programs attached to cgroup /sys/fs/cgroup"), "{programs:?}");
@@ -344,4 +344,36 @@ fn a_pod_without_a_cgroup_fails_after_the_grace_time() {
     assert!(c.items[0].starts_with("shop/web-1 (audit, uid uid-web-1, known for 2m00s)"), "{c:?}");
     assert!(c.hint.contains("--cgroup-root /sys/fs/cgroup"), "{c:?}");
     assert_eq!(with(None).result, Outcome::Fail, "no time known: reported");
+}
+
+#[test]
+fn layers_fail_for_a_sandboxed_pod_without_its_tc_layer_and_warn_for_cgroup_only() {
+    let with = |layers: &str, runtime: Option<&str>, since: f64| {
+        let mut o = healthy();
+        if let Some(s) = o.status.as_mut() {
+            let mut w = workload("shop", "web-1", "enforce", 2, Some(at(since)));
+            w["layers"] = json!(layers);
+            if let Some(r) = runtime {
+                w["runtime_class"] = json!(r);
+            }
+            s.workloads.push(serde_json::from_value(w).expect("workload"));
+        }
+        only(&o, "layers")
+    };
+    let c = with("cgroup+tc", None, 60.0);
+    assert_eq!(c.result, Outcome::Pass, "{c:?}");
+    assert!(c.detail.starts_with("1 pod(s) by cgroup+tc, 0 by tc alone"), "{c:?}");
+    let c = with("tc", Some("gvisor"), 60.0);
+    assert_eq!(c.result, Outcome::Pass, "{c:?}");
+    assert_eq!(c.items, ["shop/web-1 (enforce, runtime class gvisor, known for 1m00s) (tc alone)"], "{c:?}");
+    let c = with("none", Some("kata-qemu"), 60.0);
+    assert_eq!(c.result, Outcome::Fail, "{c:?}");
+    assert!(c.detail.contains("NOT enforced"), "{c:?}");
+    assert!(c.items[0].starts_with("shop/web-1 (enforce, runtime class kata-qemu"), "{c:?}");
+    let c = with("cgroup", None, 60.0);
+    assert_eq!(c.result, Outcome::Warn, "{c:?}");
+    assert!(c.hint.contains("hostNetwork"), "{c:?}");
+    // A pod that just started gets the grace time to have its veth found.
+    assert_eq!(with("none", Some("gvisor"), 2.0).result, Outcome::Pass);
+    assert_eq!(with("cgroup", None, 2.0).result, Outcome::Pass);
 }
