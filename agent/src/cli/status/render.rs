@@ -47,17 +47,19 @@ pub fn checklist(checks: &[Check], file: Option<&StatusFile>) -> String {
 /// external hosts, resolved names, every diagnostic.
 pub fn details(file: &StatusFile) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\n{:<16} {:<28} {:<8} {:<8} {:>7}", "NAMESPACE", "POD", "MODE", "GATEWAY", "CGROUPS");
+    let _ = writeln!(out, "\n{:<16} {:<28} {:<8} {:<8} {:>7}  {:<9} {}", "NAMESPACE", "POD", "MODE", "GATEWAY", "CGROUPS", "LAYERS", "RUNTIME");
     for w in &file.workloads {
-        let _ = writeln!(
-            out,
-            "{:<16} {:<28} {:<8} {:<8} {:>7}",
+        let line = format!(
+            "{:<16} {:<28} {:<8} {:<8} {:>7}  {:<9} {}",
             w.namespace,
             w.pod,
             w.mode.as_str(),
             if w.gateway { "yes" } else { "" },
-            w.cgroups
+            w.cgroups,
+            w.layers.map(|l| l.as_str()).unwrap_or("-"),
+            w.runtime_class.as_deref().unwrap_or("")
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     let policies: Vec<_> = file
         .workloads
