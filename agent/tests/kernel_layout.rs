@@ -1,0 +1,138 @@
+//! Map layouts against the real kernel:
+//! - pins made the way releases before versioned pins made them (aya's
+//!   default pin folder, bare names) are recognised as this build's
+//!   layout, map by map (the kernel reports what the object defines), and
+//!   an agent start converts them to versioned pins without a migration;
+//! - an agent start with another `max_entries` for TG_CGROUPS loads new
+//!   maps and loads the programs but attaches nothing: the old links and
+//!   the names still lead to the old programs and maps until
+//!   `finish_upgrade`, which attaches the new programs, points the names
+//!   at the new pins, carries the entries over and removes the old pins;
+//!   the counters (same layout) are the same map throughout.
+mod support;
+use std::path::{Path, PathBuf};
+
+use agent_common::{map_names, CounterValue};
+use aya::{maps::PerCpuValues, programs::links::PinnedLink, EbpfLoader};
+use tollgate::{
+    cgroups::CgroupIndex,
+    datapath::{
+        layout::{Carry, Fate},
+        load::{plan_layouts, start_agent_datapath_with, LoadOptions},
+        object,
+        raw_map::RawMap,
+        reconcile::{self, ALLOWED_ENTRY},
+    },
+};
+
+/// A private cgroup to attach to, removed on drop.
+struct Cgroup(PathBuf);
+impl Cgroup {
+    fn new(tag: &str) -> Cgroup {
+        let p = PathBuf::from(format!("/sys/fs/cgroup/tollgate-it-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("a cgroup2 mount at /sys/fs/cgroup");
+        Cgroup(p)
+    }
+}
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn map_id(path: &Path) -> u32 {
+    RawMap::open(path).unwrap().id
+}
+
+fn link_program(path: &Path) -> u32 {
+    let link = PinnedLink::from_pin(path).unwrap();
+    let fd = aya::programs::links::FdLink::from(link);
+    fd.info().unwrap().program_id()
+}
+
+#[test]
+fn pins_of_a_release_before_versioned_pins_are_this_builds_layout() {
+    let (_g, pins) = support::pins("layout-legacy");
+    // The loader of those releases: every map pinned by its bare name.
+    let ebpf = EbpfLoader::new().default_map_pin_directory(&pins.root).load(object::bytes().unwrap()).unwrap();
+    drop(ebpf);
+    let plans = plan_layouts(&pins, &LoadOptions::default()).unwrap();
+    assert_eq!(plans.len(), map_names::ALL.len());
+    for p in &plans {
+        assert_eq!(p.fate, Fate::Kept, "{}: the kernel's layout differs from the object's: {p:?}", p.name);
+        assert!(p.legacy, "{p:?}");
+    }
+    // An agent start converts them: same maps, now behind links.
+    let counts_before = map_id(&pins.map(map_names::COUNTERS));
+    let cg = Cgroup::new("layout-legacy");
+    let dp = start_agent_datapath_with(pins.clone(), &cg.0, &LoadOptions::default()).unwrap();
+    assert!(dp.upgrade.is_none());
+    for p in &plans {
+        let target = std::fs::read_link(pins.map(&p.name)).unwrap_or_else(|e| panic!("{} is no link: {e}", p.name));
+        assert_eq!(target, PathBuf::from(format!("{}-{}", p.name, p.id)));
+    }
+    assert_eq!(map_id(&pins.map(map_names::COUNTERS)), counts_before, "the counters map was replaced");
+    drop(dp);
+}
+
+#[test]
+fn a_changed_layout_is_filled_then_swapped() {
+    let (_g, pins) = support::pins("layout-upgrade");
+    let cg = Cgroup::new("layout-upgrade");
+    // Agent A: this build's layout, a few cgroups and a counter.
+    let mut a = start_agent_datapath_with(pins.clone(), &cg.0, &LoadOptions::default()).unwrap();
+    assert!(a.upgrade.is_none());
+    for id in 1..=5u64 {
+        a.maps.cgroups.insert(id, ALLOWED_ENTRY, 0).unwrap();
+    }
+    let cpus = aya::util::nr_cpus().unwrap();
+    let one = PerCpuValues::try_from(vec![CounterValue { packets: 7, bytes: 700 }; cpus]).unwrap();
+    a.maps.counters.set(3, one, 0).unwrap();
+    let old_cgroups = map_id(&pins.map(map_names::CGROUPS));
+    let counts = map_id(&pins.map(map_names::COUNTERS));
+    let old_target = std::fs::read_link(pins.map(map_names::CGROUPS)).unwrap();
+    let old_prog = link_program(&pins.link("tg_egress"));
+    drop(a);
+
+    // Agent B: TG_CGROUPS with another capacity.
+    let opts = LoadOptions { max_entries: vec![(map_names::CGROUPS, 4096)], ..Default::default() };
+    let mut b = start_agent_datapath_with(pins.clone(), &cg.0, &opts).unwrap();
+    let up = b.upgrade.as_ref().expect("a layout upgrade is pending");
+    let _ = up;
+    // Nothing swapped yet: the names and links lead to A's maps and programs.
+    assert_eq!(std::fs::read_link(pins.map(map_names::CGROUPS)).unwrap(), old_target);
+    assert_eq!(link_program(&pins.link("tg_egress")), old_prog);
+    let new_path = pins.versioned(map_names::CGROUPS, &b.layout[map_names::CGROUPS]);
+    let new_cgroups = RawMap::open(&new_path).unwrap();
+    assert_ne!(new_cgroups.id, old_cgroups);
+    assert_eq!(new_cgroups.layout.max_entries, 4096);
+    // Copied before the swap.
+    assert_eq!(new_cgroups.keys().len(), 5);
+
+    // The first apply goes into the new maps, then the swap.
+    let d = support::compile(&support::snapshot(""));
+    reconcile::apply(&mut b.maps, &d, &CgroupIndex::default()).unwrap();
+    let report = b.finish_upgrade(&cg.0).unwrap().expect("an upgrade report");
+    assert_eq!(report.maps.len(), 1, "{report:?}");
+    let m = &report.maps[0];
+    assert_eq!((m.map.as_str(), m.carry, m.copied, m.refused), (map_names::CGROUPS, Carry::Copy, 5, 0), "{report:?}");
+    assert_eq!(report.kept.len(), map_names::ALL.len() - 1);
+    assert_ne!(link_program(&pins.link("tg_egress")), old_prog, "the new program is not attached");
+    assert_eq!(std::fs::read_link(pins.map(map_names::CGROUPS)).unwrap(), PathBuf::from(new_path.file_name().unwrap()));
+    assert_eq!(map_id(&pins.map(map_names::CGROUPS)), new_cgroups.id);
+    assert!(!pins.root.join(old_target).exists(), "the old layout's pin is left: {report:?}");
+    assert_eq!(map_id(&pins.map(map_names::COUNTERS)), counts, "the counters map (same layout) was replaced");
+    let kept = b.maps.counters.get(&3, 0).unwrap();
+    assert_eq!(kept.iter().map(|v| v.packets).sum::<u64>(), 7 * cpus as u64);
+    drop(b);
+
+    // B again: same layout, nothing to do.
+    let again = start_agent_datapath_with(pins.clone(), &cg.0, &opts).unwrap();
+    assert!(again.upgrade.is_none());
+    assert_eq!(again.outcome, tollgate::datapath::load::AttachOutcome::Adopted);
+    drop(again);
+    // Unpin the links so that the cgroup can go.
+    for p in object::root_programs() {
+        let _ = std::fs::remove_file(pins.link(p.name));
+    }
+}
