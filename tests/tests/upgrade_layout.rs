@@ -268,6 +268,8 @@ fn an_upgrade_across_a_map_layout_change_lets_nothing_out() {
     assert!(r.ok && r.status == Some(200), "after the upgrade back: a new connection through the gateway failed: {r:?}");
     std::thread::sleep(Duration::from_millis(600));
     record(&mut series, "agent C", counters(story.agent()));
+    std::thread::sleep(Duration::from_millis(600));
+    record(&mut series, "end", counters(story.agent()));
 
     std::fs::write(&stop, "stop\n").expect("writing the stop file");
     frames_te.kill();
@@ -276,7 +278,6 @@ fn an_upgrade_across_a_map_layout_change_lets_nothing_out() {
     let control_load = result_of(&mut load_control, "rounds");
     let te_seen = result_of(&mut sniff_te, "packets");
     let control_seen = result_of(&mut sniff_control, "packets");
-    record(&mut series, "end", counters(story.agent()));
 
     let ms = |u: &Value| u["duration_ms"].as_f64().unwrap_or(-1.0);
     eprintln!("[upgrade] upgrade A -> B took {:.0} ms (agent start to old pins removed), B -> C {:.0} ms", ms(&up), ms(&up_c));
