@@ -29,8 +29,9 @@ use tollgate::{
 struct Cgroup(PathBuf);
 impl Cgroup {
     fn new(tag: &str) -> Cgroup {
-        let p = PathBuf::from(format!("/sys/fs/cgroup/tollgate-it-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("a cgroup2 mount at /sys/fs/cgroup");
+        let root = tollgate::cgroups::default_cgroup_root();
+        let p = root.join(format!("tollgate-it-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("a cgroup2 mount at {}: {e}", root.display()));
         Cgroup(p)
     }
 }
