@@ -8,7 +8,9 @@
 //!   the names still lead to the old programs and maps until
 //!   `finish_upgrade`, which attaches the new programs, points the names
 //!   at the new pins, carries the entries over and removes the old pins;
-//!   the counters (same layout) are the same map throughout.
+//!   the counters (same layout) are the same map throughout; an agent
+//!   that dies before the swap leaves the old programs and names as they
+//!   were, and the next start begins again with fresh maps.
 mod support;
 use std::path::{Path, PathBuf};
 
@@ -95,8 +97,18 @@ fn a_changed_layout_is_filled_then_swapped() {
     let old_prog = link_program(&pins.link("tg_egress"));
     drop(a);
 
-    // Agent B: TG_CGROUPS with another capacity.
+    // Agent B: TG_CGROUPS with another capacity. A first B dies before
+    // its swap: A's programs and maps stay, and the next B starts over
+    // (its half-filled map is dropped, not reused).
     let opts = LoadOptions { max_entries: vec![(map_names::CGROUPS, 4096)], ..Default::default() };
+    let died = start_agent_datapath_with(pins.clone(), &cg.0, &opts).unwrap();
+    assert!(died.upgrade.is_some());
+    let half = RawMap::open(&pins.versioned(map_names::CGROUPS, &died.layout[map_names::CGROUPS])).unwrap();
+    half.set(&99u64.to_ne_bytes(), &[0u8; 16], 0).unwrap();
+    let half_id = half.id;
+    drop((half, died));
+    assert_eq!(link_program(&pins.link("tg_egress")), old_prog, "a dead upgrade replaced the program");
+    assert_eq!(std::fs::read_link(pins.map(map_names::CGROUPS)).unwrap(), old_target);
     let mut b = start_agent_datapath_with(pins.clone(), &cg.0, &opts).unwrap();
     let up = b.upgrade.as_ref().expect("a layout upgrade is pending");
     let _ = up;
@@ -106,6 +118,7 @@ fn a_changed_layout_is_filled_then_swapped() {
     let new_path = pins.versioned(map_names::CGROUPS, &b.layout[map_names::CGROUPS]);
     let new_cgroups = RawMap::open(&new_path).unwrap();
     assert_ne!(new_cgroups.id, old_cgroups);
+    assert_ne!(new_cgroups.id, half_id, "the half-filled map of the dead upgrade was reused");
     assert_eq!(new_cgroups.layout.max_entries, 4096);
     // Copied before the swap.
     assert_eq!(new_cgroups.keys().len(), 5);
