@@ -10,7 +10,10 @@
 //!   at the new pins, carries the entries over and removes the old pins;
 //!   the counters (same layout) are the same map throughout; an agent
 //!   that dies before the swap leaves the old programs and names as they
-//!   were, and the next start begins again with fresh maps.
+//!   were, and the next start begins again with fresh maps;
+//! - counters whose layout changes are added after the swap (nothing the
+//!   old programs counted is lost), reply state is copied before and what
+//!   the old programs recorded meanwhile caught up after.
 mod support;
 use std::path::{Path, PathBuf};
 
@@ -146,6 +149,69 @@ fn a_changed_layout_is_filled_then_swapped() {
     assert_eq!(again.outcome, tollgate::datapath::load::AttachOutcome::Adopted);
     drop(again);
     // Unpin the links so that the cgroup can go.
+    for p in object::root_programs() {
+        let _ = std::fs::remove_file(pins.link(p.name));
+    }
+}
+
+/// A per-CPU counter slot of `map`, every CPU set to `n` packets.
+fn set_slot(map: &RawMap, slot: u32, n: u64) {
+    let cpus = aya::util::nr_cpus().unwrap();
+    let mut v = Vec::new();
+    for _ in 0..cpus {
+        v.extend_from_slice(&n.to_ne_bytes());
+        v.extend_from_slice(&(n * 100).to_ne_bytes());
+    }
+    map.set(&slot.to_ne_bytes(), &v, 0).unwrap();
+}
+
+fn packets(map: &RawMap, slot: u32) -> u64 {
+    let v = map.get(&slot.to_ne_bytes()).unwrap();
+    v.chunks_exact(16).map(|c| u64::from_ne_bytes(c[..8].try_into().unwrap())).sum()
+}
+
+#[test]
+fn counters_and_kernel_state_cross_a_layout_change() {
+    let (_g, pins) = support::pins("layout-carry");
+    let cg = Cgroup::new("layout-carry");
+    let cpus = aya::util::nr_cpus().unwrap() as u64;
+    let a = start_agent_datapath_with(pins.clone(), &cg.0, &LoadOptions::default()).unwrap();
+    let old_counts = RawMap::open(&pins.map(map_names::COUNTERS)).unwrap();
+    let old_peers = RawMap::open(&pins.map(map_names::UDP_PEERS)).unwrap();
+    set_slot(&old_counts, 3, 7);
+    let peer = |b: u8| vec![b; old_peers.layout.key_size as usize];
+    old_peers.set(&peer(1), &5u64.to_ne_bytes(), 0).unwrap();
+    drop(a);
+
+    let grow = |name: &'static str| {
+        let m = RawMap::open(&pins.map(name)).unwrap();
+        (name, m.layout.max_entries * 2)
+    };
+    let opts = LoadOptions { max_entries: vec![grow(map_names::COUNTERS), grow(map_names::UDP_PEERS)], ..Default::default() };
+    let mut b = start_agent_datapath_with(pins.clone(), &cg.0, &opts).unwrap();
+    assert!(b.upgrade.is_some());
+    let new_counts = RawMap::open(&pins.versioned(map_names::COUNTERS, &b.layout[map_names::COUNTERS])).unwrap();
+    let new_peers = RawMap::open(&pins.versioned(map_names::UDP_PEERS, &b.layout[map_names::UDP_PEERS])).unwrap();
+    // Reply state is copied before the swap; counters are not (yet).
+    assert_eq!(new_peers.get(&peer(1)), Some(5u64.to_ne_bytes().to_vec()));
+    assert_eq!(packets(&new_counts, 3), 0);
+    // Meanwhile the old programs count and record, the new ones count too.
+    set_slot(&old_counts, 3, 10);
+    old_peers.set(&peer(2), &6u64.to_ne_bytes(), 0).unwrap();
+    set_slot(&new_counts, 3, 1);
+    let d = support::compile(&support::snapshot(""));
+    reconcile::apply(&mut b.maps, &d, &CgroupIndex::default()).unwrap();
+    let report = b.finish_upgrade(&cg.0).unwrap().expect("an upgrade report");
+    let m = |name: &str| report.maps.iter().find(|m| m.map == name).unwrap_or_else(|| panic!("{name} not migrated: {report:?}")).clone();
+    let counts = m(map_names::COUNTERS);
+    assert_eq!(counts.carry, Carry::AddCounters);
+    let peers = m(map_names::UDP_PEERS);
+    assert_eq!((peers.carry, peers.copied, peers.caught_up), (Carry::CopyAndCatchUp, 1, 1), "{report:?}");
+    // Totals never go backwards: the old map's final count joins the new one's.
+    assert_eq!(packets(&new_counts, 3), 11 * cpus);
+    assert_eq!(new_peers.get(&peer(2)), Some(6u64.to_ne_bytes().to_vec()));
+    assert_eq!(map_id(&pins.map(map_names::COUNTERS)), new_counts.id);
+    drop(b);
     for p in object::root_programs() {
         let _ = std::fs::remove_file(pins.link(p.name));
     }
