@@ -85,6 +85,10 @@ enum Command {
         /// How often the whole cgroup tree is scanned besides inotify, in ms.
         #[arg(long, default_value_t = 5000, hide = true)]
         rescan_ms: u64,
+        /// Test only: MAP=N gives map MAP N entries (another map layout, as a
+        /// new release would have); repeat for each map.
+        #[arg(long = "test-map-max-entries", hide = true)]
+        test_map_max_entries: Vec<String>,
     },
     /// Ask the kernel program what it does with a packet from a pod.
     Verify {
@@ -254,7 +258,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             rescan_ms,
             kernel_log,
             log_flows,
+            test_map_max_entries,
         } => {
+            let map_max_entries = parse_map_max_entries(&test_map_max_entries)?;
             let source = match source {
                 SourceKind::Files => runtime::SourceConfig::Files {
                     manifests: manifests.ok_or_else(|| {
@@ -291,6 +297,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 rescan: Duration::from_millis(rescan_ms.max(100)),
                 kernel_log,
                 log_flows,
+                map_max_entries,
             };
             runtime::run(cfg).map_err(|e| match e {
                 runtime::RuntimeError::Datapath(d) => CliError::from(d),
@@ -356,4 +363,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Maps => cli::maps_dump::run(&cli.bpffs),
         Command::BenchDatapath { prefixes, repeat } => cli::bench::run(&cli.bpffs, prefixes, repeat),
     }
+}
+
+/// `MAP=N` of `--test-map-max-entries`, with the map's name as the build
+/// knows it.
+fn parse_map_max_entries(given: &[String]) -> Result<Vec<(&'static str, u32)>, CliError> {
+    given
+        .iter()
+        .map(|g| {
+            let bad = || CliError::Input(format!("agent: flag --test-map-max-entries: {g:?} is not MAP=N with a map of this build"));
+            let (name, n) = g.split_once('=').ok_or_else(bad)?;
+            let name = agent_common::map_names::ALL.iter().find(|m| **m == name).ok_or_else(bad)?;
+            Ok((*name, n.parse().map_err(|_| bad())?))
+        })
+        .collect()
 }

@@ -32,6 +32,12 @@ pub enum DatapathError {
     NoVerdict,
     #[error("reading the kernel programs' logs: {0}")]
     KernelLog(String),
+    #[error("map layouts: {0}")]
+    Layout(String),
+    #[error("map {map} is pinned with layout {pinned}, this build wants {ours}: only `tollgate agent` migrates it (upgrade the agent first)")]
+    LayoutMismatch { map: String, pinned: String, ours: String },
+    #[error("map layout upgrade: {0}")]
+    Upgrade(String),
 }
 
 impl DatapathError {
@@ -54,6 +60,7 @@ impl DatapathError {
             | DatapathError::NoKernelObject
             | DatapathError::NoVerdict
             | DatapathError::KernelLog(_) => "program",
+            DatapathError::Layout(_) | DatapathError::LayoutMismatch { .. } | DatapathError::Upgrade(_) => "program",
             DatapathError::Io { .. } => "other",
         }
     }

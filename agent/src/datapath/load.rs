@@ -1,23 +1,27 @@
 //! Loading the kernel object for the agent: adopt what a previous agent
 //! left pinned, or attach (and pin) the programs at the cgroup root.
-use std::{fs::File, os::unix::fs::MetadataExt, path::Path};
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use agent_common::META_OBJECT_HASH;
-use aya::{
-    programs::{
-        links::{FdLink, PinnedLink},
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps,
-    },
-    Ebpf, EbpfLoader,
-};
+use aya::{Ebpf, EbpfLoader};
 use tracing::info;
 
 use super::{
     bpffs::PinDir,
-    object::{self, Attach, ProgramSpec, SkbDirection},
+    layout::{self, Fate, MapPlan},
+    layout_pins,
+    object,
     pinned::{map_err, Maps},
+    root_programs::{attach_root, load_one},
     tc::TcLayer,
     tc_pods::{TcPodInput, TcPods},
+    upgrade::{LayoutUpgrade, UpgradeReport},
     DatapathError,
 };
 
@@ -25,7 +29,9 @@ use super::{
 pub const META_CGROUP_ROOT: u32 = 1;
 
 /// Loads the object with its maps pinned in `pins` (reusing maps that are
-/// already pinned there, so counters and state survive restarts).
+/// already pinned there with this build's layout, so counters and state
+/// survive restarts). A map pinned with another layout is an error: only
+/// the agent migrates (see [`start_agent_datapath_with`]).
 pub fn load_object(pins: &PinDir) -> Result<Ebpf, DatapathError> {
     load_object_with(pins, &LoadOptions::default())
 }
@@ -33,8 +39,9 @@ pub fn load_object(pins: &PinDir) -> Result<Ebpf, DatapathError> {
 /// Options of a load.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// (map, max entries) overrides: tests shrink maps to fill them fast.
-    /// Only for maps not pinned yet (a pinned map keeps its size).
+    /// (map, max entries) overrides: tests shrink maps to fill them fast,
+    /// and the upgrade test gives a map another layout. The override is
+    /// part of the map's layout id.
     pub max_entries: Vec<(&'static str, u32)>,
     /// Kernel logs (aya-log) on: the programs' log level is set at load
     /// (a read-only global: when off, the verifier removes every log call,
@@ -49,16 +56,65 @@ const LOG_LEVEL_DEBUG: u8 = 4;
 /// agent without --kernel-log replaces them instead of adopting them.
 const KERNEL_LOG_SALT: u64 = 0x6b6c_6f67_0000_0001;
 
+/// The fate of each map of this build, given what `pins` holds.
+pub fn plan_layouts(pins: &PinDir, opts: &LoadOptions) -> Result<Vec<MapPlan>, DatapathError> {
+    let wanted = layout::object_layouts(object::bytes()?, &opts.max_entries)?;
+    let pinned = layout_pins::read_all(pins, wanted.keys())?;
+    Ok(layout::plan(&wanted, &pinned))
+}
+
 pub fn load_object_with(pins: &PinDir, opts: &LoadOptions) -> Result<Ebpf, DatapathError> {
+    let plans = plan_layouts(pins, opts)?;
+    if let Some((p, from)) = plans.iter().find_map(|p| match &p.fate {
+        Fate::Changed { from, .. } => Some((p, from)),
+        _ => None,
+    }) {
+        return Err(DatapathError::LayoutMismatch { map: p.name.clone(), pinned: from.clone(), ours: p.id.clone() });
+    }
+    // Pins under the bare name (an older release's) are used where they are.
+    let paths = plans.iter().map(|p| {
+        let path = if p.legacy { pins.map(&p.name) } else { pins.versioned(&p.name, &p.id) };
+        (p.name.clone(), path)
+    });
+    let ebpf = load_at(paths.collect(), opts)?;
+    for p in plans.iter().filter(|p| p.fate == Fate::New) {
+        layout_pins::point(pins, &p.name, &p.id)?;
+    }
+    Ok(ebpf)
+}
+
+/// Loads the object with each pinned map at the path given (a map pinned
+/// there is used as it is; aya creates and pins the others).
+fn load_at(paths: BTreeMap<String, PathBuf>, opts: &LoadOptions) -> Result<Ebpf, DatapathError> {
     let bytes = object::bytes()?;
     let mut loader = EbpfLoader::new();
-    loader.default_map_pin_directory(&pins.root);
+    for (name, path) in &paths {
+        loader.map_pin_path(name.as_str(), path.as_path());
+    }
     for (name, n) in &opts.max_entries {
         loader.map_max_entries(name, *n);
     }
     let level: u8 = if opts.kernel_log { LOG_LEVEL_DEBUG } else { 0 };
     loader.override_global(LOG_LEVEL_GLOBAL, &level, true);
     Ok(loader.load(bytes)?)
+}
+
+/// The agent's load: maps of this build's layout are kept (an older
+/// release's bare pins pinned again under their versioned name), maps of
+/// another layout get a new, empty map at their versioned pin (a leftover
+/// of an upgrade that did not finish is dropped first). The names point
+/// at the new pins only once the upgrade is done ([`LayoutUpgrade`]).
+fn load_for_agent(pins: &PinDir, opts: &LoadOptions, plans: &[MapPlan]) -> Result<Ebpf, DatapathError> {
+    let mut paths = BTreeMap::new();
+    for p in plans {
+        match &p.fate {
+            Fate::Kept if p.legacy => layout_pins::pin_legacy_as(pins, &p.name, &p.id)?,
+            Fate::Changed { .. } => layout_pins::unpin(&pins.versioned(&p.name, &p.id))?,
+            _ => {}
+        }
+        paths.insert(p.name.clone(), pins.versioned(&p.name, &p.id));
+    }
+    load_at(paths, opts)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +135,38 @@ pub struct AgentDatapath {
     /// The TC layer on each enforced pod's veth.
     pub tc: TcLayer,
     pub tc_pods: TcPods,
+    /// Each map's layout id (what `status` shows).
+    pub layout: BTreeMap<String, String>,
+    /// Some map's layout changed: the new maps are being filled while the
+    /// old programs enforce; [`AgentDatapath::finish_upgrade`] swaps.
+    pub upgrade: Option<PendingUpgrade>,
+}
+
+/// What the swap of an upgrade needs.
+pub struct PendingUpgrade {
+    migration: LayoutUpgrade,
+    hash: u64,
+    root_id: u64,
 }
 
 impl AgentDatapath {
+    /// The swap of a layout upgrade, once the agent's first apply (and
+    /// the TC layer's) filled the new maps: the cgroup-root programs are
+    /// attached (each old link unpinned only after its successor runs),
+    /// the maps' names point at the new pins, and the old layout's pins
+    /// go. On an error the programs not replaced yet stay attached.
+    pub fn finish_upgrade(&mut self, cgroup_root: &Path) -> Result<Option<UpgradeReport>, DatapathError> {
+        let Some(up) = self.upgrade.take() else { return Ok(None) };
+        let cgroup = open_cgroup(cgroup_root)?;
+        attach_root(&mut self.ebpf, &self.pins, &cgroup)
+            .map_err(|e| DatapathError::Upgrade(format!("attaching the new programs: {e}; the programs not replaced yet stay attached with the old maps")))?;
+        self.maps.meta.set(META_OBJECT_HASH, up.hash, 0).map_err(map_err("TG_META"))?;
+        self.maps.meta.set(META_CGROUP_ROOT, up.root_id, 0).map_err(map_err("TG_META"))?;
+        let report = up.migration.finish(&self.pins)?;
+        self.outcome = AttachOutcome::Attached;
+        Ok(Some(report))
+    }
+
     /// Forwards what the kernel programs logged to the agent's log (call
     /// it every tick).
     pub fn flush_kernel_log(&mut self) {
@@ -117,17 +202,34 @@ pub fn start_agent_datapath(pins: PinDir, cgroup_root: &Path) -> Result<AgentDat
 
 /// [`start_agent_datapath`] with load options. With `kernel_log`, the
 /// programs are always attached anew (the log level is set at load), and
-/// their logs are read by [`AgentDatapath::flush_kernel_log`].
+/// their logs are read by [`AgentDatapath::flush_kernel_log`]. When some
+/// map's layout changed, nothing is attached yet: the returned datapath
+/// carries a [`PendingUpgrade`] (see `upgrade`).
 pub fn start_agent_datapath_with(
     pins: PinDir,
     cgroup_root: &Path,
     opts: &LoadOptions,
 ) -> Result<AgentDatapath, DatapathError> {
+    let started = Instant::now();
     pins.create()?;
-    let mut ebpf = load_object_with(&pins, opts)?;
-    let mut maps = Maps::take(&mut ebpf)?;
+    let plans = plan_layouts(&pins, opts)?;
+    let layout = layout::summary(&plans);
     let hash = object::hash() ^ if opts.kernel_log { KERNEL_LOG_SALT } else { 0 };
     let root_id = cgroup_id(cgroup_root)?;
+    if layout::needs_migration(&plans) {
+        return start_upgrade(pins, opts, plans, started, hash, root_id);
+    }
+    let mut ebpf = load_for_agent(&pins, opts, &plans)?;
+    // Same layouts: the names point at the versioned pins (a release
+    // before versioned pins is converted here), leftovers go.
+    for p in &plans {
+        layout_pins::point(&pins, &p.name, &p.id)?;
+        for stale in layout_pins::others(&pins, &p.name, &p.id) {
+            info!(pin = %stale.display(), "removing the pin of an unused map layout");
+            layout_pins::unpin(&stale)?;
+        }
+    }
+    let mut maps = Maps::take(&mut ebpf)?;
     let stored_hash = maps.meta.get(&META_OBJECT_HASH, 0).map_err(map_err("TG_META"))?;
     let stored_root = maps.meta.get(&META_CGROUP_ROOT, 0).map_err(map_err("TG_META"))?;
     let all_pinned = object::root_programs().all(|p| pins.link(p.name).exists());
@@ -142,35 +244,12 @@ pub fn start_agent_datapath_with(
             kernel_log: None,
             tc,
             tc_pods: TcPods::default(),
+            layout,
+            upgrade: None,
         });
     }
-    let cgroup = File::open(cgroup_root)
-        .map_err(|e| DatapathError::io(format!("opening cgroup root {}", cgroup_root.display()), e))?;
-    for spec in object::root_programs() {
-        let name = spec.name;
-        let link = attach_one(&mut ebpf, spec, &cgroup)?;
-        let final_path = pins.link(name);
-        // bpffs refuses names with dots.
-        let new_path = pins.link(&format!("{name}_next"));
-        let _ = std::fs::remove_file(&new_path);
-        let pinned = link
-            .pin(&new_path)
-            .map_err(|source| DatapathError::Pin { path: new_path.clone(), source })?;
-        if final_path.exists() {
-            // Detach the previous program only now that its successor runs.
-            match PinnedLink::from_pin(&final_path) {
-                Ok(old) => {
-                    let _ = old.unpin();
-                }
-                Err(_) => {
-                    let _ = std::fs::remove_file(&final_path);
-                }
-            }
-        }
-        std::fs::rename(&new_path, &final_path)
-            .map_err(|e| DatapathError::io(format!("renaming pin {}", new_path.display()), e))?;
-        drop(pinned);
-    }
+    let cgroup = open_cgroup(cgroup_root)?;
+    attach_root(&mut ebpf, &pins, &cgroup)?;
     maps.meta.set(META_OBJECT_HASH, hash, 0).map_err(map_err("TG_META"))?;
     maps.meta.set(META_CGROUP_ROOT, root_id, 0).map_err(map_err("TG_META"))?;
     // The TC programs load after the cgroup root's are attached.
@@ -181,55 +260,55 @@ pub fn start_agent_datapath_with(
     } else {
         None
     };
-    Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Attached, kernel_log, tc, tc_pods: TcPods::default() })
+    Ok(AgentDatapath { ebpf, maps, pins, outcome: AttachOutcome::Attached, kernel_log, tc, tc_pods: TcPods::default(), layout, upgrade: None })
 }
 
-fn prog_err(name: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathError + '_ {
-    move |source| DatapathError::Program { name: name.to_string(), source }
-}
-
-fn link_err(name: &str) -> impl Fn(aya::programs::links::LinkError) -> DatapathError + '_ {
-    move |source| DatapathError::Link { path: name.into(), source }
-}
-
-/// Loads and attaches one program at the cgroup root, as its table entry
-/// says.
-fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, cgroup: &File) -> Result<FdLink, DatapathError> {
-    let name = spec.name;
-    let missing = || DatapathError::Program {
-        name: name.to_string(),
-        source: aya::programs::ProgramError::UnexpectedProgramType,
-    };
-    let program = ebpf.program_mut(name).ok_or_else(missing)?;
-    // bpf_link attachments to a cgroup always run beside other programs
-    // (multi semantics) and the kernel wants flags 0 for them.
-    let mode = CgroupAttachMode::Single;
-    match spec.attach {
-        Attach::CgroupSkb(direction) => {
-            let p = <&mut CgroupSkb>::try_from(program).map_err(prog_err(name))?;
-            p.load().map_err(prog_err(name))?;
-            let kind = match direction {
-                SkbDirection::Ingress => CgroupSkbAttachType::Ingress,
-                SkbDirection::Egress => CgroupSkbAttachType::Egress,
-            };
-            let id = p.attach(cgroup, kind, mode).map_err(prog_err(name))?;
-            let link = p.take_link(id).map_err(prog_err(name))?;
-            FdLink::try_from(link).map_err(link_err(name))
+/// The first half of a layout upgrade: the old maps opened, the new
+/// object loaded with new maps where the layout changed, what crosses
+/// copied, every program loaded (so that a verifier error shows now, with
+/// the old programs still attached) and none attached.
+fn start_upgrade(
+    pins: PinDir,
+    opts: &LoadOptions,
+    plans: Vec<MapPlan>,
+    started: Instant,
+    hash: u64,
+    root_id: u64,
+) -> Result<AgentDatapath, DatapathError> {
+    let layout = layout::summary(&plans);
+    for p in &plans {
+        if let Fate::Changed { from, carry } = &p.fate {
+            info!(map = %p.name, from = %from, to = %p.id, carry = ?carry, legacy_pin = p.legacy, "map layout changed: upgrading (the old programs enforce until the new maps are filled)");
         }
-        Attach::CgroupSockAddr => {
-            let p = <&mut CgroupSockAddr>::try_from(program).map_err(prog_err(name))?;
-            p.load().map_err(prog_err(name))?;
-            let id = p.attach(cgroup, mode).map_err(prog_err(name))?;
-            let link = p.take_link(id).map_err(prog_err(name))?;
-            FdLink::try_from(link).map_err(link_err(name))
-        }
-        Attach::SockOps => {
-            let p = <&mut SockOps>::try_from(program).map_err(prog_err(name))?;
-            p.load().map_err(prog_err(name))?;
-            let id = p.attach(cgroup, mode).map_err(prog_err(name))?;
-            let link = p.take_link(id).map_err(prog_err(name))?;
-            FdLink::try_from(link).map_err(link_err(name))
-        }
-        Attach::Tc(_) | Attach::Never => Err(missing()),
     }
+    let upgrade_err = |e: DatapathError| DatapathError::Upgrade(format!("{e}; the old programs stay attached with the old maps"));
+    let mut migration = LayoutUpgrade::open(&pins, plans.clone(), started).map_err(upgrade_err)?;
+    let mut ebpf = load_for_agent(&pins, opts, &plans).map_err(upgrade_err)?;
+    migration.copy_before_swap(&pins).map_err(upgrade_err)?;
+    let maps = Maps::take(&mut ebpf)?;
+    for spec in object::root_programs() {
+        load_one(&mut ebpf, spec).map_err(upgrade_err)?;
+    }
+    let tc = TcLayer::new(&mut ebpf, &pins).map_err(upgrade_err)?;
+    let kernel_log = if opts.kernel_log {
+        Some(aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| DatapathError::KernelLog(e.to_string()))?)
+    } else {
+        None
+    };
+    Ok(AgentDatapath {
+        ebpf,
+        maps,
+        pins,
+        outcome: AttachOutcome::Attached,
+        kernel_log,
+        tc,
+        tc_pods: TcPods::default(),
+        layout,
+        upgrade: Some(PendingUpgrade { migration, hash, root_id }),
+    })
 }
+
+fn open_cgroup(cgroup_root: &Path) -> Result<File, DatapathError> {
+    File::open(cgroup_root).map_err(|e| DatapathError::io(format!("opening cgroup root {}", cgroup_root.display()), e))
+}
+

@@ -512,16 +512,25 @@ impl Agent {
         self.reported = current;
     }
 
+    /// The metrics read through handles of their own, opened once.
+    fn open_metric_maps(&self, pins: &PinDir) {
+        match datapath::pinned::Maps::open_pinned(pins) {
+            Ok(maps) => self.metric_maps.set(maps),
+            Err(e) => warn!(error = %e, "the metrics cannot open the pinned maps; datapath metrics stay empty"),
+        }
+    }
+
     fn apply(&mut self) -> Result<(), RuntimeError> {
         let Some(desired) = &self.desired else { return Ok(()) };
         if self.datapath.is_none() {
-            let opts = datapath::load::LoadOptions { kernel_log: self.cfg.kernel_log, ..Default::default() };
+            let opts = datapath::load::LoadOptions { kernel_log: self.cfg.kernel_log, max_entries: self.cfg.map_max_entries.clone() };
             let dp = datapath::load::start_agent_datapath_with(PinDir::new(&self.cfg.bpffs), &self.cfg.cgroup_root, &opts)?;
             self.status.adopted = dp.outcome == AttachOutcome::Adopted;
-            // The metrics read through handles of their own, opened once.
-            match datapath::pinned::Maps::open_pinned(&dp.pins) {
-                Ok(maps) => self.metric_maps.set(maps),
-                Err(e) => warn!(error = %e, "the metrics cannot open the pinned maps; datapath metrics stay empty"),
+            self.status.layout = dp.layout.clone();
+            // During a layout upgrade the pinned names still lead to the
+            // old maps: the metrics open them once the upgrade is done.
+            if dp.upgrade.is_none() {
+                self.open_metric_maps(&dp.pins);
             }
             self.datapath = Some(dp);
         }
@@ -543,6 +552,15 @@ impl Agent {
         self.metrics.observe_apply(started.elapsed(), Ok(()));
         // The TC layer on the veths of the pods just registered (errors are logged and retried).
         dp.sync_tc(datapath::tc_pods::inputs(desired, &registered, &self.cgroups));
+        // A layout upgrade: the new maps are filled, the new programs go in.
+        if dp.upgrade.is_some() {
+            if let Some(report) = dp.finish_upgrade(&self.cfg.cgroup_root)? {
+                self.status.layout_upgrade = Some(report);
+            }
+            let pins = dp.pins.clone();
+            self.open_metric_maps(&pins);
+        }
+        let Some(dp) = self.datapath.as_mut() else { return Ok(()) };
         for (map, n) in &report.insert_failures {
             self.metrics.map_insert_failed(map, *n);
         }

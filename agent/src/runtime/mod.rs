@@ -69,6 +69,10 @@ pub struct AgentConfig {
     /// Log every dropped or audited flow as a log line (JSON with
     /// `--log-format json`).
     pub log_flows: bool,
+    /// (map, max entries) overrides: a test-only way to give this agent
+    /// another map layout than the build's (hidden
+    /// `--test-map-max-entries`).
+    pub map_max_entries: Vec<(&'static str, u32)>,
 }
 
 #[derive(Debug, thiserror::Error)]

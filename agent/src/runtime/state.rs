@@ -140,6 +140,12 @@ pub struct StatusFile {
     /// from agents that predate it.
     #[serde(default)]
     pub heartbeat_at: String,
+    /// Layout id of each pinned map (`<bpffs>/<MAP>` links to `<MAP>-<id>`).
+    #[serde(default)]
+    pub layout: BTreeMap<String, String>,
+    /// The map-layout upgrade this agent ran when it started, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout_upgrade: Option<crate::datapath::upgrade::UpgradeReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +191,8 @@ impl StatusFile {
             ignored: Vec::new(),
             last_error: None,
             heartbeat_at: now_rfc3339(),
+            layout: BTreeMap::new(),
+            layout_upgrade: None,
         }
     }
 

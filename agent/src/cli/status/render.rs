@@ -99,10 +99,39 @@ pub fn details(file: &StatusFile) -> String {
             let _ = writeln!(out, "  {}: {addrs}{state}", h.host);
         }
     }
+    out.push_str(&layout(file));
     if !file.diagnostics.is_empty() {
         let _ = writeln!(out, "\nproblems in the cluster's objects:");
         for d in &file.diagnostics {
             let _ = writeln!(out, "  {} {}: field {}: {}", d.severity, d.object, d.field, d.message);
+        }
+    }
+    out
+}
+
+/// The pinned maps' layout ids, and the layout upgrade of this agent.
+fn layout(file: &StatusFile) -> String {
+    let mut out = String::new();
+    if !file.layout.is_empty() {
+        let ids: Vec<String> = file.layout.iter().map(|(m, id)| format!("{m}={id}")).collect();
+        let _ = writeln!(out, "\nmap layout: {}", ids.join(" "));
+    }
+    if let Some(u) = &file.layout_upgrade {
+        let _ = writeln!(
+            out,
+            "layout upgrade at {} ({:.0} ms, old programs enforcing until the swap): {} map(s) migrated, {} kept, {} old pin(s) removed",
+            u.at,
+            u.duration_ms,
+            u.maps.len(),
+            u.kept.len(),
+            u.removed_pins.len()
+        );
+        for m in &u.maps {
+            let _ = writeln!(
+                out,
+                "  {} {} -> {}: {:?}, {} copied, {} caught up, {} refused",
+                m.map, m.from, m.to, m.carry, m.copied, m.caught_up, m.refused
+            );
         }
     }
     out

@@ -377,3 +377,24 @@ fn layers_fail_for_a_sandboxed_pod_without_its_tc_layer_and_warn_for_cgroup_only
     assert_eq!(with("none", Some("gvisor"), 2.0).result, Outcome::Pass);
     assert_eq!(with("cgroup", None, 2.0).result, Outcome::Pass);
 }
+
+#[test]
+fn details_show_the_map_layout_and_the_upgrade_this_agent_ran() {
+    let mut file = status();
+    // Status files of agents before versioned pins have neither.
+    assert!(file.layout.is_empty() && file.layout_upgrade.is_none());
+    assert!(!super::render::details(&file).contains("map layout"));
+    file.layout = [("TG_CGROUPS", "bd36a676"), ("TG_COUNTS", "0a1b2c3d")].iter().map(|(m, id)| (m.to_string(), id.to_string())).collect();
+    file.layout_upgrade = Some(
+        serde_json::from_value(json!({
+            "at": "2026-12-03T17:35:33.994Z", "duration_ms": 1317.9, "kept": ["TG_COUNTS"],
+            "maps": [{"map": "TG_CGROUPS", "from": "f5892821", "to": "bd36a676", "carry": "copy", "copied": 16, "caught_up": 0, "refused": 0}],
+            "removed_pins": ["/sys/fs/bpf/tollgate/TG_CGROUPS"]
+        }))
+        .expect("an upgrade report"),
+    );
+    let text = super::render::details(&file);
+    assert!(text.contains("map layout: TG_CGROUPS=bd36a676 TG_COUNTS=0a1b2c3d"), "{text}");
+    assert!(text.contains("1 map(s) migrated, 1 kept, 1 old pin(s) removed"), "{text}");
+    assert!(text.contains("TG_CGROUPS f5892821 -> bd36a676: Copy, 16 copied"), "{text}");
+}

@@ -184,6 +184,9 @@ enum Cmd {
         fragment: bool,
         #[arg(long, default_value_t = 3)]
         count: u64,
+        /// Pause between frames (0: back to back).
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
     },
     /// TCP SYNs from random sources of NET/24 through a raw socket (one JSON line).
     SynFlood {
@@ -351,11 +354,23 @@ fn real_main() -> Result<()> {
             println!("{}", serde_json::to_string(&traffic::udp_spray(to, count)?)?);
             Ok(())
         }
-        Cmd::RawSend { ifname, dst_mac, src, dst, dport, dgram, qdisc_bypass, fragment, count } => {
+        Cmd::RawSend { ifname, dst_mac, src, dst, dport, dgram, qdisc_bypass, fragment, count, interval_ms } => {
             use tollgate_e2e::raw_frames::{self, Kind};
             let kind = if dgram { Kind::Dgram } else { Kind::Raw };
             let mac = raw_frames::parse_mac(&dst_mac)?;
-            let r = raw_frames::send(&ifname, mac, kind, qdisc_bypass, src, dst, dport, fragment, count)?;
+            let r = if interval_ms == 0 {
+                raw_frames::send(&ifname, mac, kind, qdisc_bypass, src, dst, dport, fragment, count)?
+            } else {
+                // One frame at a time, paced (a steady load across agent restarts).
+                let mut r = raw_frames::SendResult::default();
+                for _ in 0..count {
+                    let one = raw_frames::send(&ifname, mac, kind, qdisc_bypass, src, dst, dport, fragment, 1)?;
+                    r.sent += one.sent;
+                    r.errors.extend(one.errors);
+                    std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+                }
+                r
+            };
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
