@@ -176,6 +176,10 @@ pub const MAX_CGROUP_LEVEL: i32 = 12;
 
 /// Entry of `TG_CGROUPS`, keyed by cgroup id (`u64`): the pod that owns the
 /// cgroup, its mode and the policy that applies to it.
+///
+/// Invariant kept across layouts: an all-zero entry means "not enforced"
+/// (`MODE_OFF`, no flags). A new agent allows its own cgroup in the map of
+/// an older layout with zeros before an upgrade swaps the maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CgroupEntry {

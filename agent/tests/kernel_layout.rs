@@ -216,3 +216,44 @@ fn counters_and_kernel_state_cross_a_layout_change() {
         let _ = std::fs::remove_file(pins.link(p.name));
     }
 }
+
+/// A hash map made with the bpf syscall: `key`/`value` bytes, `entries`.
+fn create_hash_map(key: u32, value: u32, entries: u32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size,
+    // max_entries, map_flags; the rest zero.
+    let mut attr = [0u32; 30];
+    attr[..4].copy_from_slice(&[BPF_MAP_TYPE_HASH, key, value, entries]);
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    assert!(fd >= 0, "BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// A new agent allows its own cgroup before it talks to its source (its
+/// pod is under kubepods, so unclassified and denied), also when the
+/// pinned TG_CGROUPS is of another layout: an upgrade swaps the maps only
+/// after the new agent has synced, so the old map must let it out first.
+#[test]
+fn the_agent_allows_itself_in_a_cgroups_map_of_another_layout() {
+    use std::os::fd::AsFd;
+    let (_g, pins) = support::pins("layout-allow");
+    let other = create_hash_map(8, 24, 16);
+    tollgate::datapath::raw_map::obj_pin(other.as_fd(), &pins.map(map_names::CGROUPS)).unwrap();
+    reconcile::allow_now(&pins, 42).unwrap();
+    let map = RawMap::open(&pins.map(map_names::CGROUPS)).unwrap();
+    assert_eq!(map.layout.value_size, 24);
+    assert_eq!(map.get(&42u64.to_ne_bytes()), Some(vec![0u8; 24]), "the entry of a cgroup that is not enforced, in that layout");
+    // And in this build's layout, the same entry as ALLOWED_ENTRY.
+    std::fs::remove_file(pins.map(map_names::CGROUPS)).unwrap();
+    let size = std::mem::size_of_val(&ALLOWED_ENTRY) as u32;
+    let ours = create_hash_map(8, size, 16);
+    tollgate::datapath::raw_map::obj_pin(ours.as_fd(), &pins.map(map_names::CGROUPS)).unwrap();
+    reconcile::allow_now(&pins, 43).unwrap();
+    let map = RawMap::open(&pins.map(map_names::CGROUPS)).unwrap();
+    let bytes = map.get(&43u64.to_ne_bytes()).expect("entry");
+    let zero = ALLOWED_ENTRY;
+    let allowed = unsafe { std::slice::from_raw_parts((&zero as *const agent_common::CgroupEntry).cast::<u8>(), size as usize) };
+    assert_eq!(bytes, allowed, "zeros are ALLOWED_ENTRY in this build's layout");
+}

@@ -73,9 +73,17 @@ pub struct ApplyInputs {
 /// new agent pod's cgroup is unclassified (denied) until an apply
 /// classifies it, and the agent needs the network to reach its source
 /// first. The next apply keeps it (it is in `ApplyInputs::always_allowed`).
+///
+/// Written as bytes, so that it works on the map of another layout too:
+/// during an upgrade across a `TG_CGROUPS` layout change the old programs
+/// (with the old map) enforce until the new agent has synced and applied,
+/// and the new agent must reach its source meanwhile. An all-zero entry
+/// means "not enforced" in every layout (`agent_common::CgroupEntry`).
 pub fn allow_now(pins: &super::bpffs::PinDir, id: u64) -> Result<(), DatapathError> {
-    let mut maps = Maps::open_pinned(pins)?;
-    maps.cgroups.insert(id, ALLOWED_ENTRY, 0).map_err(super::pinned::map_err("TG_CGROUPS"))
+    let map = super::raw_map::RawMap::open(&pins.map(agent_common::map_names::CGROUPS))?;
+    let value = vec![0u8; map.layout.value_size as usize];
+    map.set(&id.to_ne_bytes(), &value, 0)
+        .map_err(|e| DatapathError::io(format!("allowing cgroup {id} in {}", pins.map(agent_common::map_names::CGROUPS).display()), e))
 }
 
 pub const ALLOWED_ENTRY: CgroupEntry = CgroupEntry { workload: 0, policy: 0, mode: MODE_OFF, flags: 0, _pad: [0; 6] };
