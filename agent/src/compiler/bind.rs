@@ -3,6 +3,7 @@
 //! name were prepared once by `compile`; only the others are flattened
 //! and judged again here, so a DNS answer costs little.
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -44,15 +45,15 @@ pub(crate) struct Prepares {
 pub(crate) fn prepare(rules: &[RuleRef<'_>], owner: &str, frontends: &Frontends, known: &mut Prepares) -> Prepared {
     let normalized = trie::normalize(rules.iter().map(|r| (r.net, r.except, r.rule)));
     let mut diagnostics = Vec::new();
-    let (entries, added) = match known.done.get(&normalized) {
-        Some((entries, added)) => (entries.clone(), added.clone()),
-        None => {
-            let mut map = trie::flatten_normalized(&normalized);
+    let (entries, added) = match known.done.entry(normalized) {
+        Entry::Occupied(done) => done.get().clone(),
+        Entry::Vacant(slot) => {
+            let mut map = trie::flatten_normalized(slot.key());
             trie::cap(&mut map, owner, &mut diagnostics);
             let added = service_judge::judge(&mut map, true, frontends, owner, &mut diagnostics);
             let entries = trie::entries(&map);
             if diagnostics.is_empty() {
-                known.done.insert(normalized, (entries.clone(), added.clone()));
+                slot.insert((entries.clone(), added.clone()));
             }
             (entries, added)
         }

@@ -248,6 +248,11 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
         }
         explain.workloads.insert(format!("{}/{}", local.workload.namespace, local.workload.name), why);
     }
+    // The policies' expanded rules (an origin per peer pod) are no longer
+    // needed: each set holds its own copy.
+    drop(network_policies);
+    drop(egress_policies);
+    drop(cluster_rules);
     // Different inputs may give the same rules (two namespaces without
     // NetworkPolicies): one group for them.
     let mut by_rules: BTreeMap<Vec<PolicyRule>, Vec<usize>> = BTreeMap::new();

@@ -108,10 +108,10 @@ impl<'a> NetworkPolicies<'a> {
         policies.sort_by_key(|p| (namespace(&p.metadata), name(&p.metadata)));
         let mut namespace_labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for pod in &snapshot.pods {
-            let ns = namespace(&pod.metadata).to_owned();
-            namespace_labels
-                .entry(ns.clone())
-                .or_insert_with(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), ns)]));
+            let ns = namespace(&pod.metadata);
+            if !namespace_labels.contains_key(ns) {
+                namespace_labels.insert(ns.to_owned(), BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), ns.to_owned())]));
+            }
         }
         for ns in &snapshot.namespaces {
             let ns_name = name(&ns.metadata).to_owned();

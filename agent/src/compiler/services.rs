@@ -256,7 +256,14 @@ enum Via<'s> {
 impl Via<'_> {
     fn render(&self) -> String {
         match self {
-            Via::Slice(slice, i) => format!("{slice} endpoints[{i}]"),
+            Via::Slice(slice, i) => {
+                let i = i.to_string();
+                let mut out = String::with_capacity(slice.len() + i.len() + 12);
+                for part in [*slice, " endpoints[", i.as_str(), "]"] {
+                    out.push_str(part);
+                }
+                out
+            }
             Via::Pod(pod) => {
                 let meta = &pod.metadata;
                 format!("Pod {}/{} (selected by the Service)", namespace(meta), name(meta))
@@ -267,17 +274,22 @@ impl Via<'_> {
 
 /// The endpoints sorted by address and port, one per address and port:
 /// the one whose `via` sorts first (as sorting whole [`Endpoint`]s and
-/// keeping the first of each address and port would), rendering `via`
-/// only for the addresses and ports found more than once.
+/// keeping the first of each address and port would). A slice's
+/// `EndpointSlice ...` sorts before any `Pod ...`, so only the candidates
+/// of the first kind are rendered, and compared when there are several.
 fn dedup_endpoints(found: &mut [Found<'_>]) -> Vec<Endpoint> {
     found.sort_by_key(|f| (f.ip, f.port));
     let mut out: Vec<Endpoint> = Vec::with_capacity(found.len());
     for run in found.chunk_by(|a, b| a.ip == b.ip && a.port == b.port) {
-        let via = match run {
-            [one] => one.via.render(),
-            many => many.iter().map(|f| f.via.render()).min().unwrap_or_default(),
-        };
-        if let Some(first) = run.first() {
+        let from_slice = run.iter().any(|f| matches!(f.via, Via::Slice(..)));
+        let mut via: Option<String> = None;
+        for f in run.iter().filter(|f| matches!(f.via, Via::Slice(..)) == from_slice) {
+            let text = f.via.render();
+            if via.as_ref().is_none_or(|best| text < *best) {
+                via = Some(text);
+            }
+        }
+        if let (Some(first), Some(via)) = (run.first(), via) {
             out.push(Endpoint { ip: first.ip, port: first.port, via, global: None });
         }
     }

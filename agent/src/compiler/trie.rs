@@ -355,6 +355,69 @@ mod tests {
         assert!(rules_of(&entries, "10.9.0.0/16").is_empty());
     }
 
+    /// The flattening as it was first written: for each prefix, walk the
+    /// prefix lengths in use and look its supernets up by hash.
+    fn flatten_by_lengths(rules: &[AllowRule]) -> RuleMap {
+        use std::collections::{BTreeSet, HashMap};
+        let normalized = normalize(rules.iter().map(|r| (r.net, r.except.as_slice(), r.rule)));
+        let mut by_net: HashMap<IpNet, Vec<usize>> = HashMap::new();
+        let mut by_except: HashMap<IpNet, Vec<usize>> = HashMap::new();
+        let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
+        for (i, (net, except, _)) in normalized.iter().enumerate() {
+            by_net.entry(*net).or_default().push(i);
+            prefixes.insert(*net);
+            for e in except {
+                by_except.entry(*e).or_default().push(i);
+                prefixes.insert(*e);
+            }
+        }
+        let lengths = PrefixLengths::of(&prefixes);
+        let mut out = RuleMap::new();
+        for prefix in prefixes {
+            let excepted: Vec<usize> =
+                lengths.supernets(prefix).flat_map(|n| by_except.get(&n).cloned().unwrap_or_default()).collect();
+            let port_rules = lengths
+                .supernets(prefix)
+                .flat_map(|n| by_net.get(&n).cloned().unwrap_or_default())
+                .filter(|i| !excepted.contains(i))
+                .map(|i| normalized[i].2)
+                .collect();
+            out.insert(prefix, normalize_port_rules(port_rules));
+        }
+        out
+    }
+
+    #[test]
+    fn the_ordered_sweep_agrees_with_a_walk_over_prefix_lengths() {
+        let nets = [
+            "0.0.0.0/0", "10.0.0.0/8", "10.0.0.0/16", "10.0.0.0/24", "10.0.0.0/32", "10.0.0.255/32", "10.0.255.0/24",
+            "10.1.0.0/16", "10.255.255.255/32", "192.168.1.0/24", "192.168.1.128/25", "192.168.1.129/32", "::/0",
+            "fd00::/8", "fd00::1/128", "2001:db8::/32", "2001:db8::/64",
+        ];
+        let mut seed = 0x2545_f491u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as usize
+        };
+        for _ in 0..400 {
+            let mut rules = Vec::new();
+            for _ in 0..next() % 9 {
+                let n = net(nets[next() % nets.len()]);
+                // Excepts inside the net, and sometimes a stray one.
+                let except: Vec<&str> =
+                    nets.iter().copied().filter(|e| (net(e) != n && n.contains(&net(e))) || next() % 23 == 0).filter(|_| next() % 3 == 0).collect();
+                let proto = if next() % 2 == 0 { PROTO_TCP } else { PROTO_UDP };
+                let port = (next() % 4) as u16 * 100;
+                allow_into(&mut rules, n, &except, ports(proto, REASON_NETWORK_POLICY, port, port + (next() % 150) as u16));
+            }
+            assert_eq!(flatten_map(&rules), flatten_by_lengths(&rules), "{rules:?}");
+        }
+    }
+
+    fn allow_into(out: &mut Vec<AllowRule>, n: IpNet, except: &[&str], rule: PortRule) {
+        out.push(AllowRule { net: n, except: except.iter().map(|e| net(e)).collect(), rule, origin: String::new() });
+    }
+
     #[test]
     fn nets_are_truncated() {
         let mut diags = Vec::new();
