@@ -122,9 +122,7 @@ pub(crate) fn workload_rules<'a>(
         (None, rules) => {
             let mut rules: Vec<PolicyRule> = rules.unwrap_or_default();
             rules.extend(egress.rules_of(&key.grants));
-            // Equal rules are identical: an unstable sort gives the same
-            // result once they are merged.
-            rules.sort_unstable();
+            rules.sort();
             rules.dedup();
             sets.sets.push(rules);
             let set = sets.sets.len() - 1;
