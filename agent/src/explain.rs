@@ -90,19 +90,25 @@ pub struct ExplainRule {
 
 impl From<&AllowRule> for ExplainRule {
     fn from(r: &AllowRule) -> Self {
-        Self {
-            net: r.net.trunc(),
-            except: r.except.iter().map(IpNet::trunc).collect(),
-            proto: r.rule.proto,
-            port_lo: r.rule.port_lo,
-            port_hi: r.rule.port_hi,
-            reason: reason_code(r.rule.reason).to_owned(),
-            origin: r.origin.clone(),
-        }
+        Self::of(r.net, &r.except, r.rule, &r.origin)
     }
 }
 
 impl ExplainRule {
+    /// The explanation of the allow rule `net` minus `except` on `rule`,
+    /// granted by `origin`.
+    pub fn of(net: IpNet, except: &[IpNet], rule: PortRule, origin: &str) -> Self {
+        Self {
+            net: net.trunc(),
+            except: except.iter().map(IpNet::trunc).collect(),
+            proto: rule.proto,
+            port_lo: rule.port_lo,
+            port_hi: rule.port_hi,
+            reason: reason_code(rule.reason).to_owned(),
+            origin: origin.to_owned(),
+        }
+    }
+
     fn covers(&self, dst: IpAddr, proto: u8, port: u16) -> bool {
         let rule = PortRule {
             proto: self.proto,

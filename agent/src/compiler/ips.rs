@@ -24,7 +24,7 @@ pub(crate) fn pod_ips(ctx: &mut Ctx<'_>, pod: &Pod) -> Vec<IpAddr> {
 
 /// A pod's IPs without reporting bad ones (`pod_ips` reports them once).
 pub(crate) fn quiet_pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    pod_ip_fields(pod).into_iter().filter_map(|(_, text)| text.parse().ok()).collect()
+    pod_ip_texts(pod).filter_map(|text| text.parse().ok()).collect()
 }
 
 /// A pod's IPs as [`pod_ips`] finds them (deduplicated, in order), without
@@ -33,7 +33,7 @@ pub(crate) fn quiet_pod_ips(pod: &Pod) -> Vec<IpAddr> {
 pub(crate) fn quiet_pod_ips_checked(pod: &Pod) -> (Vec<IpAddr>, bool) {
     let mut found = Vec::new();
     let mut bad = false;
-    for (_, text) in pod_ip_fields(pod) {
+    for text in pod_ip_texts(pod) {
         if text.is_empty() {
             continue;
         }
@@ -44,6 +44,15 @@ pub(crate) fn quiet_pod_ips_checked(pod: &Pod) -> (Vec<IpAddr>, bool) {
         }
     }
     (found, bad)
+}
+
+/// The address fields of a pod's status, as [`pod_ip_fields`] lists
+/// them, without their paths (only reports need those).
+fn pod_ip_texts(pod: &Pod) -> impl Iterator<Item = &str> {
+    let status = pod.status.as_ref();
+    let pod_ip = status.and_then(|s| s.pod_ip.as_deref());
+    let pod_ips = status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|ip| ip.ip.as_str());
+    pod_ip.into_iter().chain(pod_ips)
 }
 
 /// The address fields of a pod's status, with their paths.

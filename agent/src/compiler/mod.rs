@@ -248,6 +248,11 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
         }
         explain.workloads.insert(format!("{}/{}", local.workload.namespace, local.workload.name), why);
     }
+    // The policies' expanded rules (an origin per peer pod) are no longer
+    // needed: each set holds its own copy.
+    drop(network_policies);
+    drop(egress_policies);
+    drop(cluster_rules);
     // Different inputs may give the same rules (two namespaces without
     // NetworkPolicies): one group for them.
     let mut by_rules: BTreeMap<Vec<PolicyRule>, Vec<usize>> = BTreeMap::new();
@@ -259,6 +264,7 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
     }
 
     let mut groups = Vec::with_capacity(by_rules.len());
+    let mut known = bind::Prepares::default();
     for (rules, members) in by_rules {
         let owner = group_owner(&locals, &members);
         let hosts: BTreeSet<String> = rules
@@ -269,13 +275,14 @@ pub fn compile(snapshot: &Snapshot, config: &CompilerConfig) -> Policy {
             })
             .collect();
         let prepared = hosts.is_empty().then(|| {
-            let done = bind::prepare(&bind::bind_rules(&rules, &BTreeMap::new()), &owner, &frontends);
+            let done = bind::prepare(&bind::bind_rules(&rules, &BTreeMap::new()), &owner, &frontends, &mut known);
             ctx.diags.extend(done.diagnostics.iter().cloned());
             done
         });
         let members = members.iter().filter_map(|i| locals.get(*i)).map(|l| l.workload.uid.clone()).collect();
         groups.push(RuleGroup { rules, members, owner, hosts, prepared });
     }
+    drop(known);
 
     if cluster_internal > 0 && config.cluster_cidrs.is_empty() {
         ctx.diags.push(Diagnostic {

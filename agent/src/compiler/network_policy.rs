@@ -108,10 +108,10 @@ impl<'a> NetworkPolicies<'a> {
         policies.sort_by_key(|p| (namespace(&p.metadata), name(&p.metadata)));
         let mut namespace_labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for pod in &snapshot.pods {
-            let ns = namespace(&pod.metadata).to_owned();
-            namespace_labels
-                .entry(ns.clone())
-                .or_insert_with(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), ns)]));
+            let ns = namespace(&pod.metadata);
+            if !namespace_labels.contains_key(ns) {
+                namespace_labels.insert(ns.to_owned(), BTreeMap::from([(NAMESPACE_NAME_LABEL.to_owned(), ns.to_owned())]));
+            }
         }
         for ns in &snapshot.namespaces {
             let ns_name = name(&ns.metadata).to_owned();
@@ -247,8 +247,7 @@ impl<'a> NetworkPolicies<'a> {
                             if !numeric || ips.is_empty() {
                                 continue;
                             }
-                            let meta = &candidate.pod.metadata;
-                            let pod_origin = format!("{origin} (pod {}/{})", namespace(meta), name(meta));
+                            let pod_origin = pod_origin(&origin, candidate.pod);
                             for ip in ips {
                                 push_numeric(out, host_net(*ip), &[], &ports, &pod_origin);
                             }
@@ -602,6 +601,17 @@ fn port_spec(port: &NetworkPolicyPort) -> Result<PortSpec, (String, String)> {
             })
         }
     }
+}
+
+/// `{origin} (pod {namespace}/{name})`, without the formatting machinery
+/// (one per peer pod and rule: the bulk of a large policy's rules).
+fn pod_origin(origin: &str, pod: &Pod) -> String {
+    let (ns, pod_name) = (namespace(&pod.metadata), name(&pod.metadata));
+    let mut out = String::with_capacity(origin.len() + ns.len() + pod_name.len() + 8);
+    for part in [origin, " (pod ", ns, "/", pod_name, ")"] {
+        out.push_str(part);
+    }
+    out
 }
 
 fn push_numeric(

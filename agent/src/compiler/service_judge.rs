@@ -32,6 +32,7 @@ use crate::desired::{AllowRule, Diagnostic};
 use super::ips::host_net;
 use super::services::{Endpoint, Frontends};
 pub(crate) use super::lookup::Lookup;
+use super::lookup::Walk;
 use super::trie::{cap_one, normalize_port_rules, RuleMap};
 
 /// Judge every Service frontend against `map` and change `map`
@@ -47,9 +48,10 @@ pub(crate) fn judge(map: &mut RuleMap, workload: bool, frontends: &Frontends, ow
     let mut added = Vec::new();
     {
         let own = Lookup::new(map);
+        let mut walk = Walk::new(&own);
         for at in &frontends.addresses {
             let addr = at.address;
-            let current: &[PortRule] = own.rules_at(addr).unwrap_or_default();
+            let current: &[PortRule] = walk.rules_at(addr).unwrap_or_default();
             if at.refused.is_some() {
                 if !current.is_empty() {
                     changes.push((host_net(addr), Vec::new()));
@@ -63,10 +65,14 @@ pub(crate) fn judge(map: &mut RuleMap, workload: bool, frontends: &Frontends, ow
                     // Allowed to every enforced pod by the global policy.
                     continue;
                 }
+                let covered = current.iter().any(|r| r.matches(proto, port));
+                if !covered && !at.cluster_ip {
+                    // Nothing to take away, and nothing may be added.
+                    continue;
+                }
                 let verdict = every_endpoint(&frontend.endpoints, |e, p| {
                     if workload { e.global } else { None }.or_else(|| own.allows(e.ip, proto, p))
                 });
-                let covered = current.iter().any(|r| r.matches(proto, port));
                 match verdict {
                     Some(reason) if !covered && at.cluster_ip => {
                         let rule = PortRule { proto, reason, port_lo: port, port_hi: port };

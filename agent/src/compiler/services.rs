@@ -36,7 +36,7 @@ use super::dns::SERVICE_NAME_LABEL;
 use super::ips::{quiet_pod_ips, service_cluster_ips};
 use super::limits::{check_len, MAX_LIST, MAX_SERVICE_ADDRESSES, MAX_SERVICE_ENDPOINTS};
 use super::network_policy::named_port;
-use super::objects::{is_finished, labels, name, namespace, object_ref, pod_ref};
+use super::objects::{is_finished, labels, name, namespace, object_ref};
 use super::selectors::map_selects;
 use super::service_judge::Lookup;
 use super::Ctx;
@@ -144,7 +144,11 @@ pub(crate) fn collect(ctx: &mut Ctx<'_>) -> Vec<ServiceInfo> {
         list.sort_by_key(|p| name(&p.metadata));
     }
     let mut services: Vec<&Service> = snapshot.services.iter().collect();
-    services.sort_by_key(|s| object_ref(ObjectKind::Service, &s.metadata));
+    // The order of `object_ref` (same kind, a namespace always), without
+    // building one per comparison.
+    services.sort_by(|a, b| {
+        (namespace(&a.metadata), name(&a.metadata)).cmp(&(namespace(&b.metadata), name(&b.metadata)))
+    });
     let mut out = Vec::with_capacity(services.len());
     for svc in services {
         let ns = namespace(&svc.metadata);
@@ -200,25 +204,31 @@ fn service_info(ctx: &mut Ctx<'_>, svc: &Service, slices: &[&EndpointSlice], pod
         ctx.report(Severity::Error, &object, over.field, message.clone());
         return Some(ServiceInfo { object, cluster_ips, addresses, ports: Vec::new(), refused: Some(message) });
     }
-    let selector = spec.selector.as_ref().filter(|s| !s.is_empty());
+    // The pods the selector picks, with their addresses (the same for
+    // every port); the slices' names, rendered once.
+    let selected: Vec<(&Pod, Vec<IpAddr>)> = match spec.selector.as_ref().filter(|s| !s.is_empty()) {
+        Some(selector) => pods
+            .iter()
+            .filter(|p| map_selects(selector, labels(&p.metadata)))
+            .map(|p| (*p, quiet_pod_ips(p)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let slice_names: Vec<String> =
+        slices.iter().map(|s| object_ref(ObjectKind::EndpointSlice, &s.metadata).to_string()).collect();
     let mut ports = Vec::new();
+    let mut found: Vec<Found<'_>> = Vec::new();
     for (i, port) in spec.ports.iter().flatten().enumerate() {
         let Some((proto, number)) = service_port(port) else { continue };
-        let mut endpoints = Vec::new();
-        for slice in slices {
-            slice_endpoints(ctx, slice, port, &mut endpoints);
+        found.clear();
+        for (slice, slice_name) in slices.iter().zip(&slice_names) {
+            slice_endpoints(ctx, slice, slice_name, port, &mut found);
         }
-        if let Some(selector) = selector {
-            for pod in pods.iter().filter(|p| map_selects(selector, labels(&p.metadata))) {
-                let Some(target) = target_port(port, pod, number) else { continue };
-                let via = format!("Pod {} (selected by the Service)", pod_ref(pod).qualified());
-                for ip in quiet_pod_ips(pod) {
-                    endpoints.push(Endpoint { ip, port: Some(target), via: via.clone(), global: None });
-                }
-            }
+        for (pod, ips) in &selected {
+            let Some(target) = target_port(port, pod, number) else { continue };
+            found.extend(ips.iter().map(|ip| Found { ip: *ip, port: Some(target), via: Via::Pod(pod) }));
         }
-        endpoints.sort();
-        endpoints.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
+        let endpoints = dedup_endpoints(&mut found);
         if let Err(over) = check_len(|| format!("spec.ports[{i}]"), endpoints.len(), MAX_SERVICE_ENDPOINTS, "endpoints") {
             let message = format!("{}; the Service is denied on all its addresses (fail closed)", over.message);
             ctx.report(Severity::Error, &object, over.field, message.clone());
@@ -229,9 +239,72 @@ fn service_info(ctx: &mut Ctx<'_>, svc: &Service, slices: &[&EndpointSlice], pod
     Some(ServiceInfo { object, cluster_ips, addresses, ports, refused: None })
 }
 
-/// The endpoints `slice` gives for Service port `port` (matched by name
-/// and protocol, as kube-proxy does).
-fn slice_endpoints(ctx: &mut Ctx<'_>, slice: &EndpointSlice, port: &ServicePort, out: &mut Vec<Endpoint>) {
+/// An endpoint found for a Service port, before its `via` is rendered.
+struct Found<'s> {
+    ip: IpAddr,
+    port: Option<u16>,
+    via: Via<'s>,
+}
+
+/// Where an endpoint was found: endpoint `i` of a slice (named), or a pod
+/// the selector picks.
+enum Via<'s> {
+    Slice(&'s str, usize),
+    Pod(&'s Pod),
+}
+
+impl Via<'_> {
+    fn render(&self) -> String {
+        match self {
+            Via::Slice(slice, i) => {
+                let i = i.to_string();
+                let mut out = String::with_capacity(slice.len() + i.len() + 12);
+                for part in [*slice, " endpoints[", i.as_str(), "]"] {
+                    out.push_str(part);
+                }
+                out
+            }
+            Via::Pod(pod) => {
+                let meta = &pod.metadata;
+                format!("Pod {}/{} (selected by the Service)", namespace(meta), name(meta))
+            }
+        }
+    }
+}
+
+/// The endpoints sorted by address and port, one per address and port:
+/// the one whose `via` sorts first (as sorting whole [`Endpoint`]s and
+/// keeping the first of each address and port would). A slice's
+/// `EndpointSlice ...` sorts before any `Pod ...`, so only the candidates
+/// of the first kind are rendered, and compared when there are several.
+fn dedup_endpoints(found: &mut [Found<'_>]) -> Vec<Endpoint> {
+    found.sort_by_key(|f| (f.ip, f.port));
+    let mut out: Vec<Endpoint> = Vec::with_capacity(found.len());
+    for run in found.chunk_by(|a, b| a.ip == b.ip && a.port == b.port) {
+        let from_slice = run.iter().any(|f| matches!(f.via, Via::Slice(..)));
+        let mut via: Option<String> = None;
+        for f in run.iter().filter(|f| matches!(f.via, Via::Slice(..)) == from_slice) {
+            let text = f.via.render();
+            if via.as_ref().is_none_or(|best| text < *best) {
+                via = Some(text);
+            }
+        }
+        if let (Some(first), Some(via)) = (run.first(), via) {
+            out.push(Endpoint { ip: first.ip, port: first.port, via, global: None });
+        }
+    }
+    out
+}
+
+/// The endpoints `slice` (named `slice_name`) gives for Service port
+/// `port` (matched by name and protocol, as kube-proxy does).
+fn slice_endpoints<'s>(
+    ctx: &mut Ctx<'_>,
+    slice: &'s EndpointSlice,
+    slice_name: &'s str,
+    port: &ServicePort,
+    out: &mut Vec<Found<'s>>,
+) {
     if slice.address_type == "FQDN" {
         return;
     }
@@ -243,14 +316,13 @@ fn slice_endpoints(ctx: &mut Ctx<'_>, slice: &EndpointSlice, port: &ServicePort,
         return;
     };
     let number = slice_port.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p >= 1);
-    let slice_ref = object_ref(ObjectKind::EndpointSlice, &slice.metadata);
     for (i, endpoint) in slice.endpoints.iter().enumerate() {
         for (j, text) in endpoint.addresses.iter().enumerate() {
             match text.parse::<IpAddr>() {
-                Ok(ip) => out.push(Endpoint { ip, port: number, via: format!("{slice_ref} endpoints[{i}]"), global: None }),
+                Ok(ip) => out.push(Found { ip, port: number, via: Via::Slice(slice_name, i) }),
                 Err(_) => ctx.report(
                     Severity::Error,
-                    &slice_ref,
+                    &object_ref(ObjectKind::EndpointSlice, &slice.metadata),
                     format!("endpoints[{i}].addresses[{j}]"),
                     format!("{text:?} is not an IP address; ignored"),
                 ),

@@ -7,7 +7,7 @@
 //! whose longest match is prefix P is covered by exactly the rules that
 //! cover P (any net or except containing the address is itself a prefix,
 //! no longer than P, so it contains P too).
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 use agent_common::{
     PortRule, RuleSet, MAX_PORT_RULES, PROTO_ANY, REASON_CLUSTER_INTERNAL, REASON_DNS,
@@ -99,17 +99,20 @@ pub fn flatten(rules: &[AllowRule], owner: &str, diags: &mut Vec<Diagnostic>) ->
 }
 
 /// The prefix lengths present in a set of nets, per family (IPv4 first),
-/// longest first: the only ones a longest-prefix walk must try.
+/// longest first: the only ones a longest-prefix walk must try (the
+/// reference the lookups are tested against).
+#[cfg(test)]
 #[derive(Default)]
 pub(crate) struct PrefixLengths {
     v4: Vec<u8>,
     v6: Vec<u8>,
 }
 
+#[cfg(test)]
 impl PrefixLengths {
     pub fn of<'n>(nets: impl IntoIterator<Item = &'n IpNet>) -> Self {
-        let mut v4 = BTreeSet::new();
-        let mut v6 = BTreeSet::new();
+        let mut v4 = std::collections::BTreeSet::new();
+        let mut v6 = std::collections::BTreeSet::new();
         for net in nets {
             match net {
                 IpNet::V4(n) => v4.insert(n.prefix_len()),
@@ -132,52 +135,74 @@ impl PrefixLengths {
 
 /// The rules of every prefix (rule nets and except nets). Each prefix
 /// gets the rules whose net contains it, minus those with an except that
-/// contains it. Rules are indexed by net and by except, and only the
-/// prefix lengths in use are walked, so that the cost is about (prefixes
-/// x lengths in use + rules applied) even with thousands of excepts.
+/// contains it.
 pub fn flatten_map(rules: &[AllowRule]) -> RuleMap {
-    let mut normalized: Vec<(IpNet, Vec<IpNet>, PortRule)> = rules
-        .iter()
-        .map(|r| {
-            let mut except: Vec<IpNet> = r.except.iter().map(IpNet::trunc).collect();
+    flatten_parts(rules.iter().map(|r| (r.net, r.except.as_slice(), r.rule)))
+}
+
+/// [`flatten_map`] of rules given as (net, except, port rule). The
+/// prefixes are visited in order, where a net comes before the nets inside
+/// it, keeping the chain of those that contain the current one: each
+/// prefix reads the rules of its chain alone, with no hashing, so that the
+/// cost is about (prefixes x nesting depth + rules applied) even with
+/// thousands of excepts.
+pub(crate) fn flatten_parts<'r>(rules: impl IntoIterator<Item = (IpNet, &'r [IpNet], PortRule)>) -> RuleMap {
+    flatten_normalized(&normalize(rules))
+}
+
+/// Rules as (net, except, port rule), nets truncated, excepts sorted
+/// and deduplicated, the whole sorted and deduplicated: what the
+/// flattening depends on.
+pub(crate) type Normalized = Vec<(IpNet, Vec<IpNet>, PortRule)>;
+
+pub(crate) fn normalize<'r>(rules: impl IntoIterator<Item = (IpNet, &'r [IpNet], PortRule)>) -> Normalized {
+    let mut normalized: Normalized = rules
+        .into_iter()
+        .map(|(net, except, rule)| {
+            let mut except: Vec<IpNet> = except.iter().map(IpNet::trunc).collect();
             except.sort();
             except.dedup();
-            (r.net.trunc(), except, r.rule)
+            (net.trunc(), except, rule)
         })
         .collect();
     normalized.sort();
     normalized.dedup();
-    let mut by_net: HashMap<IpNet, Vec<usize>> = HashMap::new();
-    let mut by_except: HashMap<IpNet, Vec<usize>> = HashMap::new();
-    let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
+    normalized
+}
+
+/// [`flatten_parts`] of rules already [`normalize`]d.
+pub(crate) fn flatten_normalized(normalized: &Normalized) -> RuleMap {
+    // Each prefix with the rules it is the net of (`false`) or an except
+    // of (`true`), sorted by prefix: a net before the nets inside it.
+    let mut marks: Vec<(IpNet, bool, usize)> = Vec::with_capacity(normalized.len());
     for (i, (net, except, _)) in normalized.iter().enumerate() {
-        by_net.entry(*net).or_default().push(i);
-        prefixes.insert(*net);
-        for e in except {
-            by_except.entry(*e).or_default().push(i);
-            prefixes.insert(*e);
-        }
+        marks.push((*net, false, i));
+        marks.extend(except.iter().map(|e| (*e, true, i)));
     }
-    let lengths = PrefixLengths::of(&prefixes);
-    let mut out = RuleMap::new();
+    marks.sort_unstable();
+    let mut out = Vec::new();
+    // The marks of the prefixes containing the current one, outermost first.
+    let mut chain: Vec<&[(IpNet, bool, usize)]> = Vec::new();
     let mut excepted: Vec<usize> = Vec::new();
-    for prefix in prefixes {
+    for marked in marks.chunk_by(|a, b| a.0 == b.0) {
+        let Some(&(prefix, _, _)) = marked.first() else { continue };
+        while chain.last().and_then(|m| m.first()).is_some_and(|m| !m.0.contains(&prefix)) {
+            chain.pop();
+        }
+        chain.push(marked);
         excepted.clear();
-        for net in lengths.supernets(prefix) {
-            excepted.extend(by_except.get(&net).into_iter().flatten());
-        }
+        excepted.extend(chain.iter().copied().flatten().filter(|m| m.1).map(|m| m.2));
         excepted.sort_unstable();
-        let mut port_rules = Vec::new();
-        for net in lengths.supernets(prefix) {
-            for &i in by_net.get(&net).into_iter().flatten() {
-                if excepted.binary_search(&i).is_err() {
-                    port_rules.push(normalized[i].2);
-                }
-            }
-        }
-        out.insert(prefix, normalize_port_rules(port_rules));
+        let port_rules = chain
+            .iter()
+            .copied()
+            .flatten()
+            .filter(|m| !m.1 && excepted.binary_search(&m.2).is_err())
+            .filter_map(|m| normalized.get(m.2).map(|n| n.2))
+            .collect();
+        out.push((prefix, normalize_port_rules(port_rules)));
     }
-    out
+    out.into_iter().collect()
 }
 
 /// Keep at most `MAX_PORT_RULES` rules per prefix; each prefix over it is
@@ -328,6 +353,74 @@ mod tests {
         );
         assert_eq!(entries.len(), 2);
         assert!(rules_of(&entries, "10.9.0.0/16").is_empty());
+    }
+
+    /// The flattening as it was first written: for each prefix, walk the
+    /// prefix lengths in use and look its supernets up by hash.
+    fn flatten_by_lengths(rules: &[AllowRule]) -> RuleMap {
+        use std::collections::{BTreeSet, HashMap};
+        let normalized = normalize(rules.iter().map(|r| (r.net, r.except.as_slice(), r.rule)));
+        let mut by_net: HashMap<IpNet, Vec<usize>> = HashMap::new();
+        let mut by_except: HashMap<IpNet, Vec<usize>> = HashMap::new();
+        let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
+        for (i, (net, except, _)) in normalized.iter().enumerate() {
+            by_net.entry(*net).or_default().push(i);
+            prefixes.insert(*net);
+            for e in except {
+                by_except.entry(*e).or_default().push(i);
+                prefixes.insert(*e);
+            }
+        }
+        let lengths = PrefixLengths::of(&prefixes);
+        let mut out = RuleMap::new();
+        for prefix in prefixes {
+            let excepted: Vec<usize> =
+                lengths.supernets(prefix).flat_map(|n| by_except.get(&n).cloned().unwrap_or_default()).collect();
+            let port_rules = lengths
+                .supernets(prefix)
+                .flat_map(|n| by_net.get(&n).cloned().unwrap_or_default())
+                .filter(|i| !excepted.contains(i))
+                .map(|i| normalized[i].2)
+                .collect();
+            out.insert(prefix, normalize_port_rules(port_rules));
+        }
+        out
+    }
+
+    #[test]
+    fn the_ordered_sweep_agrees_with_a_walk_over_prefix_lengths() {
+        let nets = [
+            "0.0.0.0/0", "10.0.0.0/8", "10.0.0.0/16", "10.0.0.0/24", "10.0.0.0/32", "10.0.0.255/32", "10.0.255.0/24",
+            "10.1.0.0/16", "10.255.255.255/32", "192.168.1.0/24", "192.168.1.128/25", "192.168.1.129/32", "::/0",
+            "fd00::/8", "fd00::1/128", "2001:db8::/32", "2001:db8::/64",
+        ];
+        let mut seed = 0x2545_f491u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as usize
+        };
+        for _ in 0..400 {
+            let mut rules = Vec::new();
+            for _ in 0..next() % 9 {
+                let n = net(nets[next() % nets.len()]);
+                // Excepts inside the net, and sometimes a stray one.
+                let mut except: Vec<&str> = Vec::new();
+                for e in nets {
+                    let inside = net(e) != n && n.contains(&net(e));
+                    if (inside || next() % 23 == 0) && next() % 3 == 0 {
+                        except.push(e);
+                    }
+                }
+                let proto = if next() % 2 == 0 { PROTO_TCP } else { PROTO_UDP };
+                let port = (next() % 4) as u16 * 100;
+                allow_into(&mut rules, n, &except, ports(proto, REASON_NETWORK_POLICY, port, port + (next() % 150) as u16));
+            }
+            assert_eq!(flatten_map(&rules), flatten_by_lengths(&rules), "{rules:?}");
+        }
+    }
+
+    fn allow_into(out: &mut Vec<AllowRule>, n: IpNet, except: &[&str], rule: PortRule) {
+        out.push(AllowRule { net: n, except: except.iter().map(|e| net(e)).collect(), rule, origin: String::new() });
     }
 
     #[test]
