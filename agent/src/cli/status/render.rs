@@ -47,7 +47,7 @@ pub fn checklist(checks: &[Check], file: Option<&StatusFile>) -> String {
 /// external hosts, resolved names, every diagnostic.
 pub fn details(file: &StatusFile) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\n{:<16} {:<28} {:<8} {:<8} {:>7}  {:<9} {}", "NAMESPACE", "POD", "MODE", "GATEWAY", "CGROUPS", "LAYERS", "RUNTIME");
+    let _ = writeln!(out, "\n{:<16} {:<28} {:<8} {:<8} {:>7}  {:<9} RUNTIME", "NAMESPACE", "POD", "MODE", "GATEWAY", "CGROUPS", "LAYERS");
     for w in &file.workloads {
         let line = format!(
             "{:<16} {:<28} {:<8} {:<8} {:>7}  {:<9} {}",
