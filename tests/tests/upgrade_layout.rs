@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tollgate_e2e::agent::{default_tollgate_bin, Agent, WorkloadCounters};
 use tollgate_e2e::chaos::{pinned_map_ids, BpfInventory};
+use tollgate_e2e::helpers::{args, bridge_mac, spawn};
 use tollgate_e2e::pods::{self, PodSpec};
 use tollgate_e2e::procs::{exec_in_command, Proc};
 use tollgate_e2e::story::{v4, v6, Story};
-use tollgate_e2e::util::{ip_in, poll};
+use tollgate_e2e::util::poll;
 
 const CHANGED_MAP: &str = "TG_CGROUPS";
 /// The build's `TG_CGROUPS` has 65,536 entries.
@@ -47,16 +48,6 @@ fn te() -> PodSpec {
 
 fn e2e_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tollgate-e2e"))
-}
-
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
-}
-
-fn spawn(story: &Story, name: &str, netns: &str, cgroup: Option<&Path>, args: &[String]) -> Proc {
-    let cmd = exec_in_command(&story.e2e_bin, Some(netns), cgroup, &story.e2e_bin, args);
-    Proc::spawn(name, cmd, story.dir.path.join(format!("{name}.log")), Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
 }
 
 /// A sender that prints no `ready` (raw-send), in `pod`.
@@ -154,12 +145,6 @@ fn check_pins(bpffs: &Path, status: &Value) {
         let ok = layout.iter().any(|(name, id)| *f == *name || *f == format!("{name}-{}", id.as_str().unwrap()));
         assert!(ok, "a pin of no layout in use is left: {f} (pins: {files:?})");
     }
-}
-
-/// The MAC address of the node's bridge (the pods' next hop).
-fn bridge_mac(story: &Story) -> String {
-    let out = ip_in(&story.topo.node_ns, &["-br", "link", "show", "br0"]).expect("ip link show br0");
-    out.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in {out:?}")).to_string()
 }
 
 #[test]
