@@ -139,13 +139,15 @@ pub struct MapMemory {
     pub memlock: u64,
 }
 
-/// Every map pinned directly in `bpffs`.
+/// Every map pinned directly in `bpffs`, once: the agent pins each map
+/// as `<MAP>-<layout id>` with a symbolic link `<MAP>` to it, and the
+/// links are skipped (counting both doubled the figure).
 pub fn map_memory(bpffs: &Path) -> Result<Vec<MapMemory>> {
     let mut out = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(bpffs)
         .with_context(|| format!("reading {}", bpffs.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file() && !p.is_symlink())
         .collect();
     entries.sort();
     for path in entries {

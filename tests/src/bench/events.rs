@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 /// One change of the cluster.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// Pod `index` (on another node) appears with its address.
-    PodAdded { index: usize },
+    /// Pod `index` (a number no pod has; on another node) appears with
+    /// its address in namespace `ns`, which exists.
+    PodAdded { index: usize, ns: usize },
     /// Namespace `ns` gets team label `t<team>` (namespaceSelectors see it).
     NamespaceLabel { ns: usize, team: usize },
     /// `allow-same-ns-and-dns` of namespace `ns` now allows `port`.
@@ -91,7 +92,7 @@ pub fn small_changes(c: &Cluster, per_kind: usize) -> Vec<Change> {
     let mut out = Vec::new();
     for k in 0..per_kind {
         let ns = nss[k % nss.len().max(1)];
-        out.push(Change::PodAdded { index: c.pods + k });
+        out.push(Change::PodAdded { index: c.pods + k, ns });
         // Values no earlier change used: each one is a real change.
         out.push(Change::NamespaceLabel { ns, team: 10 + k });
         out.push(Change::PolicyEdited { ns, port: 9000 + k as u16 });

@@ -43,8 +43,8 @@ impl FilesDriver {
 impl Driver for FilesDriver {
     fn apply(&mut self, change: &Change) -> Result<()> {
         match change {
-            Change::PodAdded { index } => {
-                let pod = synth::pod(*index, "node-2");
+            Change::PodAdded { index, ns } => {
+                let pod = synth::added_pod(*index, *ns, "node-2");
                 write_atomic(&file(&self.dir, &format!("added-pod-{index}")), &synth::to_yaml(&[pod])?)
             }
             Change::NamespaceLabel { ns, team } => {

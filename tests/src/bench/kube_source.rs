@@ -147,8 +147,8 @@ impl KubeDriver<'_> {
 
 impl Driver for KubeDriver<'_> {
     fn prepare(&mut self, change: &Change) -> Result<bool> {
-        let Change::PodAdded { index } = change else { return Ok(false) };
-        let mut pod = synth::pod(*index, "node-2");
+        let Change::PodAdded { index, ns } = change else { return Ok(false) };
+        let mut pod = synth::added_pod(*index, *ns, "node-2");
         if let Some(o) = pod.as_object_mut() {
             o.remove("status");
         }
@@ -158,8 +158,8 @@ impl Driver for KubeDriver<'_> {
 
     fn apply(&mut self, change: &Change) -> Result<()> {
         match change {
-            Change::PodAdded { index } => {
-                let mut pod = synth::pod(*index, "node-2");
+            Change::PodAdded { index, ns } => {
+                let mut pod = synth::added_pod(*index, *ns, "node-2");
                 if let Some(m) = pod["status"].as_object_mut() {
                     m.remove("qosClass");
                 }

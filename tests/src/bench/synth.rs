@@ -115,6 +115,15 @@ pub fn pod(i: usize, node: &str) -> Value {
     })
 }
 
+/// Pod `i` of [`pod`], placed in namespace number `ns` instead of its
+/// own: a pod added past the generated ones would otherwise name a
+/// namespace that does not exist (the API server refuses it).
+pub fn added_pod(i: usize, ns: usize, node: &str) -> Value {
+    let mut p = pod(i, node);
+    p["metadata"]["namespace"] = json!(namespace_name(ns));
+    p
+}
+
 /// `allow-same-ns-and-dns` of namespace `ns` with `port` for its own pods.
 pub fn same_ns_policy(ns: &str, port: u16) -> Value {
     json!({
