@@ -1,8 +1,9 @@
 //! Frames that no socket hook sees: AF_PACKET (SOCK_RAW with our own
 //! Ethernet header, SOCK_DGRAM with the kernel's, with and without
 //! PACKET_QDISC_BYPASS), IPv4 and IPv6 UDP, a chosen (possibly forged)
-//! source, and an IPv4 non-first fragment without ports. Run inside a pod's
-//! netns; `dst_mac` is the node's bridge, so the node routes them on.
+//! source, and a non-first fragment without ports (IPv4, or IPv6 with a
+//! Fragment header). Run inside a pod's netns; `dst_mac` is the node's
+//! bridge, so the node routes them on.
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -47,8 +48,9 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// An IP packet: UDP `sport` → `dport`, or (`fragment`, IPv4 only) a
-/// lone non-first fragment of a UDP datagram (offset 1480, no ports).
+/// An IP packet: UDP `sport` → `dport`, or (`fragment`) a lone non-first
+/// fragment of a UDP datagram (offset 1480, no ports; IPv6 with a
+/// Fragment header).
 pub fn ip_packet(src: IpAddr, dst: IpAddr, dport: u16, fragment: bool) -> Result<Vec<u8>> {
     let payload = b"tollgate-raw-frame";
     let mut udp = Vec::new();
@@ -76,14 +78,22 @@ pub fn ip_packet(src: IpAddr, dst: IpAddr, dport: u16, fragment: bool) -> Result
             p[10..12].copy_from_slice(&c.to_be_bytes());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            if fragment {
-                bail!("only IPv4 fragments are built");
-            }
+            // A fragment: a Fragment header (next header 44) before the
+            // data, offset 1480, no more fragments.
+            let frag_header: Vec<u8> = if fragment {
+                let mut f = vec![17, 0];
+                f.extend_from_slice(&((1480u16 / 8) << 3).to_be_bytes());
+                f.extend_from_slice(&0x7467_0002u32.to_be_bytes());
+                f
+            } else {
+                Vec::new()
+            };
             p.extend_from_slice(&[0x60, 0, 0, 0]);
-            p.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-            p.extend_from_slice(&[17, 64]);
+            p.extend_from_slice(&((frag_header.len() + udp.len()) as u16).to_be_bytes());
+            p.extend_from_slice(&[if fragment { 44 } else { 17 }, 64]);
             p.extend_from_slice(&s.octets());
             p.extend_from_slice(&d.octets());
+            p.extend_from_slice(&frag_header);
         }
         _ => bail!("{src} and {dst} are of different families"),
     }
@@ -169,5 +179,17 @@ mod tests {
         let f = ip_packet("10.244.0.10".parse().unwrap(), "203.0.113.10".parse().unwrap(), 9, true).unwrap();
         assert_eq!(u16::from_be_bytes([f[6], f[7]]) & 0x1fff, 185);
         assert_eq!(parse_mac("02:54:47:00:00:01").unwrap(), FAKE_MAC);
+    }
+
+    #[test]
+    fn ipv6_lone_fragment_has_a_fragment_header() {
+        let f = ip_packet("fd00:10:244::10".parse().unwrap(), "2001:db8::10".parse().unwrap(), 9, true).unwrap();
+        assert_eq!(f[6], 44, "next header: Fragment");
+        assert_eq!(usize::from(u16::from_be_bytes([f[4], f[5]])), f.len() - 40, "payload length");
+        assert_eq!(f[40], 17, "the fragment's upper layer is UDP");
+        let field = u16::from_be_bytes([f[42], f[43]]);
+        assert_eq!((field >> 3, field & 1), (185, 0), "offset 1480, last fragment");
+        let whole = ip_packet("fd00:10:244::10".parse().unwrap(), "2001:db8::10".parse().unwrap(), 9, false).unwrap();
+        assert_eq!(whole[6], 17);
     }
 }

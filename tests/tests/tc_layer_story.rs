@@ -2,9 +2,9 @@
 //! real agent (running in the node's network namespace, as a DaemonSet
 //! with hostNetwork does) and kernel: AF_PACKET frames that no socket hook
 //! sees (SOCK_RAW and SOCK_DGRAM, with PACKET_QDISC_BYPASS, IPv4 and
-//! IPv6, the pod's own source and forged ones, a lone non-first fragment)
-//! from an enforced pod never reach the external host (a sniffer there
-//! counts them), while the same frames from a pod that is not enforced do
+//! IPv6, the pod's own source and forged ones, a lone non-first fragment
+//! of each family) from an enforced pod never reach the external host (a
+//! sniffer there counts them), while the same frames from a pod that is not enforced do
 //! (so the frames are routable and the test can fail); the gateway, DNS and
 //! the replies of connections the external host opens still work; the
 //! drops are reported with layer `tc`.
@@ -37,6 +37,7 @@ fn own_frames(pod: &PodSpec) -> Vec<Frame> {
         Frame { flags: &["--qdisc-bypass"], src: own6, dst: ext6 },
         Frame { flags: &["--dgram"], src: own6, dst: ext6 },
         Frame { flags: &["--fragment"], src: own4, dst: ext4 },
+        Frame { flags: &["--fragment", "--dgram"], src: own6, dst: ext6 },
     ]
 }
 
